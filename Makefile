@@ -1,0 +1,49 @@
+# The one entry point for people and CI. Every target bootstraps what it needs.
+SHELL := /bin/bash
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-stamp
+# The CPU torch wheel lies here on these machines; elsewhere pip uses its index.
+FIND_LINKS := $(if $(wildcard /opt/wheels),--find-links /opt/wheels)
+HOST ?= 127.0.0.1
+PORT ?= 8000
+WORKERS ?= 2
+
+.PHONY: help venv models run test lint fmt clean
+
+help:
+	@echo "make run    - serve the demo models on http://$(HOST):$(PORT)"
+	@echo "make test   - lint, type-check and run every test tier"
+	@echo "make models - (re)build the demo model repository in models/"
+
+$(STAMP): services/api/pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet $(FIND_LINKS) -e 'services/api[dev]'
+	touch $@
+
+venv: $(STAMP)
+
+models/.built: $(STAMP) scripts/build_models.py
+	$(PY) scripts/build_models.py --out models
+	touch $@
+
+models: models/.built
+
+run: models
+	$(VENV)/bin/modelgate serve --model-repository models --host $(HOST) --port $(PORT) --workers $(WORKERS)
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+
+fmt: $(STAMP)
+	$(VENV)/bin/ruff format .
+	$(VENV)/bin/ruff check --fix .
+
+test: lint models
+	$(PY) -m pytest
+
+clean:
+	rm -rf models .pytest_cache .mypy_cache .ruff_cache

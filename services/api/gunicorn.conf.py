@@ -1,0 +1,48 @@
+"""gunicorn settings for one modelgate replica (used by `modelgate serve` and the image).
+
+Command-line flags (`--bind`, `--workers`) override these; the environment variables
+below are for containers, where the command is fixed.
+"""
+
+import os
+
+bind = os.environ.get("MODELGATE_BIND", "0.0.0.0:8000")
+workers = int(os.environ.get("MODELGATE_WORKERS", "2"))
+# uvicorn's own `uvicorn.workers` module is deprecated in favour of this package.
+worker_class = "uvicorn_worker.UvicornWorker"
+
+# gunicorn >= 24 opens a control socket at one fixed path per user; several replicas on
+# one host would fight over it, and nothing here uses it.
+control_socket_disable = True
+
+# Each worker imports torch and loads the models itself: forking a process that already
+# initialised torch's thread pools is unsafe, and per-worker loading is what hot reload does.
+preload_app = False
+
+# A worker that blocks its event loop this long is killed and replaced.
+timeout = 60
+# On SIGTERM, workers stop accepting, finish in-flight requests, then exit; compose's
+# stop_grace_period must be longer than this.
+graceful_timeout = 20
+# Longer than the gateway's upstream keepalive_timeout, so nginx closes idle connections
+# first and never sends a request onto a connection we are closing.
+keepalive = 75
+
+# JSON logs from gunicorn itself too; the workers configure theirs in create_app.
+logconfig_dict = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"json": {"()": "modelgate.logging.JsonFormatter"}},
+    "handlers": {
+        "stderr": {
+            "class": "logging.StreamHandler",
+            "formatter": "json",
+            "stream": "ext://sys.stderr",
+        }
+    },
+    "root": {"level": "INFO", "handlers": ["stderr"]},
+    "loggers": {
+        "gunicorn.error": {"level": "INFO", "handlers": [], "propagate": True},
+        "gunicorn.access": {"level": "WARNING", "handlers": [], "propagate": True},
+    },
+}

@@ -1,0 +1,103 @@
+"""The application factory. gunicorn runs ``modelgate.app:create_app()`` in each worker.
+
+The lifespan builds everything a worker needs — repository, inference thread, service —
+and yields it as request state; nothing lives at module level.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import signal
+from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import asynccontextmanager
+from types import FrameType
+from typing import Any
+
+from fastapi import FastAPI
+
+from modelgate import __version__
+from modelgate.deps import Lifecycle
+from modelgate.errors import install_error_handlers
+from modelgate.logging import configure_logging
+from modelgate.middleware import RequestContextMiddleware
+from modelgate.openapi import install_openapi
+from modelgate.repository import ModelRepository
+from modelgate.routes import health, models, predict
+from modelgate.runtime import configure_torch
+from modelgate.service import PredictionService
+from modelgate.settings import Settings
+
+log = logging.getLogger("modelgate.app")
+
+
+def _drain_on_sigterm(lifecycle: Lifecycle) -> None:
+    """Make /ready answer 503 from the moment SIGTERM arrives, then let the server's own
+    handler (uvicorn's graceful shutdown) run as before."""
+    previous = signal.getsignal(signal.SIGTERM)
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        lifecycle.draining = True
+        if callable(previous):
+            previous(signum, frame)
+        elif previous == signal.SIG_DFL:
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            signal.raise_signal(signal.SIGTERM)
+
+    # Outside the main thread (some test clients) there is nothing to hook.
+    with contextlib.suppress(ValueError):
+        signal.signal(signal.SIGTERM, handler)
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or Settings()
+    configure_logging(settings.log_level)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[dict[str, Any]]:
+        configure_torch(settings.torch_threads)
+        lifecycle = Lifecycle()
+        repository = ModelRepository(
+            root=settings.model_repository,
+            wanted=list(settings.models),
+            pinned=dict(settings.pinned_versions),
+            default_model_name=settings.default_model,
+        )
+        repository.load_all()
+        app.state.repository = repository  # for the OpenAPI examples only
+        # One inference thread per worker: torch ops run serially in it, with
+        # settings.torch_threads intra-op threads, while the event loop stays free.
+        executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="inference")
+        service = PredictionService(repository, executor, settings.batching)
+        _drain_on_sigterm(lifecycle)
+        log.info(
+            "worker ready" if repository.ready() else "worker started without every model",
+            extra={"models": {n: e.default_version for n, e in repository.models.items()}},
+        )
+        try:
+            yield {
+                "settings": settings,
+                "repository": repository,
+                "service": service,
+                "lifecycle": lifecycle,
+            }
+        finally:
+            lifecycle.draining = True
+            await service.close()
+            executor.shutdown(wait=True)
+
+    app = FastAPI(
+        title="modelgate",
+        version=__version__,
+        description="Serve PyTorch models over HTTP: validated, batched, observable.",
+        lifespan=lifespan,
+    )
+    app.state.repository = None
+    install_error_handlers(app)
+    app.include_router(health.router)
+    app.include_router(models.router)
+    app.include_router(predict.router)
+    install_openapi(app, lambda: app.state.repository, settings.max_batch_instances)
+    app.add_middleware(RequestContextMiddleware)
+    return app

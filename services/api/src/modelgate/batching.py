@@ -1,0 +1,186 @@
+"""Dynamic batching: concurrent requests for one model version become one tensor call.
+
+Two parts, after LitServe's ``collate_requests``:
+
+* ``take_batch`` — a pure function that decides whether a batch is due and, if so, takes
+  it off the queue. It is tested with a plain deque and fake clocks.
+* ``Batcher`` — a small loop around it, one per model version per worker. It runs the
+  model in the worker's inference thread (never on the event loop) and hands each
+  request its slice of the output.
+
+While one batch runs in the thread, the event loop keeps parsing requests and queueing
+them, so under load batches form by themselves; ``max_delay`` only bounds how long the
+first request of a batch may wait for company when the model is idle.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import deque
+from collections.abc import Callable
+from concurrent.futures import Executor
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from modelgate.errors import ModelNotReady, Overloaded
+
+log = logging.getLogger("modelgate.batching")
+
+
+@dataclass
+class Pending:
+    """One request's rows waiting for the model."""
+
+    rows: np.ndarray
+    future: asyncio.Future[tuple[np.ndarray, int]]
+    enqueued_at: float
+
+    @property
+    def n(self) -> int:
+        return int(self.rows.shape[0])
+
+
+def take_batch(
+    queue: deque[Pending], max_rows: int, max_delay_s: float, now: float
+) -> list[Pending] | None:
+    """Pop and return the next batch if it is due, else return None and leave the queue.
+
+    A batch is the longest prefix of the queue whose rows fit in ``max_rows`` (a single
+    request larger than that goes alone). It is due when it is full — the next request
+    would not fit, or it holds ``max_rows`` rows — or when its oldest request has waited
+    ``max_delay_s``. Requests whose callers gave up are dropped, not run.
+    """
+    while queue and queue[0].future.done():
+        queue.popleft()
+    if not queue:
+        return None
+    total = 0
+    count = 0
+    full = False
+    for pending in queue:
+        if pending.future.done():
+            count += 1  # dropped below without costing rows
+            continue
+        if total and total + pending.n > max_rows:
+            full = True
+            break
+        total += pending.n
+        count += 1
+        if total >= max_rows:
+            full = True
+            break
+    if not full and now - queue[0].enqueued_at < max_delay_s:
+        return None
+    taken = [queue.popleft() for _ in range(count)]
+    return [p for p in taken if not p.future.done()]
+
+
+@dataclass
+class Batcher:
+    """Queue and loop for one model version in one worker."""
+
+    run_model: Callable[[np.ndarray], np.ndarray]
+    executor: Executor
+    max_rows: int
+    max_delay_s: float
+    max_queue_rows: int
+    clock: Callable[[], float] = time.monotonic
+    on_batch: Callable[[int, float], None] | None = None  # (rows, seconds) for metrics
+    _queue: deque[Pending] = field(default_factory=deque)
+    _queued_rows: int = 0
+    _wakeup: asyncio.Event = field(default_factory=asyncio.Event)
+    _task: asyncio.Task[None] | None = None
+    _closing: bool = False
+
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._loop())
+
+    async def submit(self, rows: np.ndarray) -> tuple[np.ndarray, int]:
+        """Outputs for ``rows`` and the number of rows in the largest tensor call they
+        rode in. Requests bigger than ``max_rows`` are split into several calls."""
+        if rows.shape[0] > self.max_rows:
+            parts = [
+                self._enqueue(rows[i : i + self.max_rows])
+                for i in range(0, rows.shape[0], self.max_rows)
+            ]
+            results = await asyncio.gather(*parts)
+            return (
+                np.concatenate([out for out, _ in results]),
+                max(size for _, size in results),
+            )
+        return await self._enqueue(rows)
+
+    def _enqueue(self, rows: np.ndarray) -> asyncio.Future[tuple[np.ndarray, int]]:
+        if self._closing:
+            raise ModelNotReady("model version is being unloaded")
+        if self._queued_rows + rows.shape[0] > self.max_queue_rows:
+            raise Overloaded(
+                f"inference queue is full ({self._queued_rows} rows waiting); retry shortly"
+            )
+        future: asyncio.Future[tuple[np.ndarray, int]] = asyncio.get_running_loop().create_future()
+        self._queue.append(Pending(rows, future, self.clock()))
+        self._queued_rows += rows.shape[0]
+        self._wakeup.set()
+        self.start()
+        return future
+
+    @property
+    def queued_rows(self) -> int:
+        return self._queued_rows
+
+    async def _loop(self) -> None:
+        while True:
+            batch = take_batch(self._queue, self.max_rows, self.max_delay_s, self.clock())
+            if batch is None:
+                if self._closing and not self._queue:
+                    return
+                self._wakeup.clear()
+                timeout = None
+                if self._queue:
+                    waited = self.clock() - self._queue[0].enqueued_at
+                    timeout = max(self.max_delay_s - waited, 0.0)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wakeup.wait(), timeout)
+                self._recount()
+                continue
+            self._recount()
+            await self._run(batch)
+
+    def _recount(self) -> None:
+        self._queued_rows = sum(p.n for p in self._queue)
+
+    async def _run(self, batch: list[Pending]) -> None:
+        if not batch:
+            return
+        rows = batch[0].rows if len(batch) == 1 else np.concatenate([p.rows for p in batch])
+        size = int(rows.shape[0])
+        started = time.perf_counter()
+        try:
+            out = await asyncio.get_running_loop().run_in_executor(
+                self.executor, self.run_model, rows
+            )
+        except Exception as exc:
+            log.error("batch inference failed", exc_info=exc, extra={"batch_rows": size})
+            for p in batch:
+                if not p.future.done():
+                    p.future.set_exception(exc)
+            return
+        if self.on_batch is not None:
+            self.on_batch(size, time.perf_counter() - started)
+        offset = 0
+        for p in batch:
+            if not p.future.done():
+                p.future.set_result((out[offset : offset + p.n], size))
+            offset += p.n
+
+    async def close(self) -> None:
+        """Finish what is queued, then stop."""
+        self._closing = True
+        self._wakeup.set()
+        if self._task is not None:
+            await self._task

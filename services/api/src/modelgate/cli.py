@@ -1,0 +1,70 @@
+"""The ``modelgate`` command.
+
+``modelgate serve`` runs one replica: a gunicorn master with W uvicorn workers, each
+building its own app with ``create_app()``. Options become ``MODELGATE_*`` environment
+variables, so the workers read them through ``Settings`` like any other deployment.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+
+def _gunicorn_config() -> Path:
+    """services/api/gunicorn.conf.py: next to src/ in a checkout, or named by env."""
+    explicit = os.environ.get("MODELGATE_GUNICORN_CONFIG")
+    if explicit:
+        return Path(explicit)
+    return Path(__file__).resolve().parents[2] / "gunicorn.conf.py"
+
+
+def serve(args: argparse.Namespace) -> int:  # returns only on error
+    config = _gunicorn_config()
+    if not config.is_file():
+        sys.stderr.write(f"modelgate: gunicorn config not found at {config}\n")
+        return 2
+    env = dict(os.environ)
+    if args.model_repository:
+        env["MODELGATE_MODEL_REPOSITORY"] = str(Path(args.model_repository).resolve())
+    if args.instance:
+        env["MODELGATE_INSTANCE"] = args.instance
+    argv = [
+        sys.executable,
+        "-m",
+        "gunicorn",
+        "--config",
+        str(config),
+        "--bind",
+        f"{args.host}:{args.port}",
+        "--workers",
+        str(args.workers),
+        "modelgate.app:create_app()",
+    ]
+    # exec, so that the caller's PID is gunicorn's master and signals reach it directly.
+    os.execve(sys.executable, argv, env)  # noqa: S606 - argv is ours, no shell
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="modelgate", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("serve", help="run one replica (gunicorn + uvicorn workers)")
+    p.add_argument("--model-repository", default=os.environ.get("MODELGATE_MODEL_REPOSITORY"))
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--instance", default="", help="name shown in /health and /models")
+    p.set_defaults(func=serve)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return int(args.func(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,83 @@
+"""Typed access to what the lifespan built, for routes (``RepositoryDep``, ``ServiceDep``)."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+import orjson
+from fastapi import Depends, Request
+from starlette.responses import Response
+
+from modelgate.errors import ModelGateError
+from modelgate.repository import ModelRepository
+from modelgate.service import PredictionService
+from modelgate.settings import Settings
+
+
+@dataclass
+class Lifecycle:
+    """Process facts for /health and /ready."""
+
+    started_at: datetime = field(default_factory=lambda: datetime.now(UTC))
+    started_monotonic: float = field(default_factory=time.monotonic)
+    draining: bool = False  # set on SIGTERM: /ready answers 503 from then on
+
+    def uptime_seconds(self) -> float:
+        return round(time.monotonic() - self.started_monotonic, 3)
+
+
+def _settings(request: Request) -> Settings:
+    return request.state.settings  # type: ignore[no-any-return]
+
+
+def _repository(request: Request) -> ModelRepository:
+    return request.state.repository  # type: ignore[no-any-return]
+
+
+def _service(request: Request) -> PredictionService:
+    return request.state.service  # type: ignore[no-any-return]
+
+
+def _lifecycle(request: Request) -> Lifecycle:
+    return request.state.lifecycle  # type: ignore[no-any-return]
+
+
+SettingsDep = Annotated[Settings, Depends(_settings)]
+RepositoryDep = Annotated[ModelRepository, Depends(_repository)]
+ServiceDep = Annotated[PredictionService, Depends(_service)]
+LifecycleDep = Annotated[Lifecycle, Depends(_lifecycle)]
+
+
+class PayloadTooLarge(ModelGateError):
+    status_code = 413
+    code = "payload_too_large"
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The request body, refusing more than ``limit`` bytes without reading them all."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise PayloadTooLarge(f"request body exceeds {limit} bytes")
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise PayloadTooLarge(f"request body exceeds {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def json_response(
+    content: Any, status_code: int = 200, headers: dict[str, str] | None = None
+) -> Response:
+    """orjson-encoded response; one serialisation pass, no pydantic round trip."""
+    return Response(
+        orjson.dumps(content, option=orjson.OPT_SERIALIZE_NUMPY),
+        status_code=status_code,
+        media_type="application/json",
+        headers=headers,
+    )

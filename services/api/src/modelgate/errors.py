@@ -1,0 +1,194 @@
+"""Domain errors and the one table that maps them to HTTP answers.
+
+Every error body has the same shape::
+
+    {"error": "invalid_input", "message": "features.age: must be <= 100 (got 140)",
+     "field": "features.age", "reason": "must be <= 100 (got 140)",
+     "errors": [{"field": ..., "reason": ...}, ...], "request_id": "..."}
+
+Unexpected exceptions are logged with the request id and answered with a generic 500
+that carries nothing about the internals (LitServe's approach, not KServe's, which echoes
+``type(exc): str(exc)`` to the client).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.responses import Response
+
+from modelgate.logging import request_id_var
+
+log = logging.getLogger("modelgate.errors")
+
+
+@dataclass(frozen=True)
+class FieldError:
+    field: str
+    reason: str
+
+
+class ModelGateError(Exception):
+    """Base of every error the service answers on purpose."""
+
+    status_code = 500
+    code = "internal_error"
+
+    def __init__(self, message: str, errors: list[FieldError] | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.errors = errors or []
+
+    def headers(self) -> dict[str, str]:
+        return {}
+
+
+class InvalidInput(ModelGateError):
+    status_code = 422
+    code = "invalid_input"
+
+    @classmethod
+    def for_fields(cls, errors: list[FieldError]) -> InvalidInput:
+        summary = "; ".join(f"{e.field}: {e.reason}" for e in errors[:5])
+        if len(errors) > 5:
+            summary += f"; and {len(errors) - 5} more"
+        return cls(summary, errors)
+
+
+class MalformedRequest(ModelGateError):
+    status_code = 400
+    code = "malformed_request"
+
+
+class ModelNotFound(ModelGateError):
+    status_code = 404
+    code = "model_not_found"
+
+
+class ModelNotReady(ModelGateError):
+    status_code = 503
+    code = "model_not_ready"
+
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": "1"}
+
+
+class Overloaded(ModelGateError):
+    status_code = 503
+    code = "overloaded"
+
+    def __init__(self, message: str, retry_after_s: int = 1) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": str(self.retry_after_s)}
+
+
+class RateLimited(ModelGateError):
+    status_code = 429
+    code = "rate_limited"
+
+    def __init__(self, message: str, retry_after_s: int) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": str(self.retry_after_s)}
+
+
+class Unauthorized(ModelGateError):
+    status_code = 401
+    code = "unauthorized"
+
+    def headers(self) -> dict[str, str]:
+        return {"WWW-Authenticate": 'Bearer realm="modelgate"'}
+
+
+class Forbidden(ModelGateError):
+    status_code = 403
+    code = "forbidden"
+
+
+class ModelLoadError(Exception):
+    """A model version could not be verified or loaded; never reaches a client as-is."""
+
+
+def error_body(code: str, message: str, errors: list[FieldError] | None = None) -> dict[str, Any]:
+    body: dict[str, Any] = {"error": code, "message": message}
+    if errors:
+        body["field"] = errors[0].field
+        body["reason"] = errors[0].reason
+        body["errors"] = [{"field": e.field, "reason": e.reason} for e in errors]
+    body["request_id"] = request_id_var.get()
+    return body
+
+
+def error_response(
+    status: int,
+    code: str,
+    message: str,
+    errors: list[FieldError] | None = None,
+    headers: Mapping[str, str] | None = None,
+) -> Response:
+    return Response(
+        orjson.dumps(error_body(code, message, errors)),
+        status_code=status,
+        media_type="application/json",
+        headers=headers,
+    )
+
+
+_STATUS_CODES = {
+    400: "bad_request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    413: "payload_too_large",
+    415: "unsupported_media_type",
+}
+
+
+async def _modelgate_error(_: Request, exc: Exception) -> Response:
+    assert isinstance(exc, ModelGateError)
+    return error_response(exc.status_code, exc.code, exc.message, exc.errors, exc.headers())
+
+
+async def _http_error(_: Request, exc: Exception) -> Response:
+    assert isinstance(exc, StarletteHTTPException)
+    code = _STATUS_CODES.get(exc.status_code, "http_error")
+    return error_response(exc.status_code, code, str(exc.detail), headers=exc.headers)
+
+
+async def _request_validation_error(_: Request, exc: Exception) -> Response:
+    # Only path/query parameters reach FastAPI's validation; bodies are parsed by us.
+    assert isinstance(exc, RequestValidationError)
+    errors = [
+        FieldError(".".join(str(p) for p in e.get("loc", ())), str(e.get("msg", "invalid")))
+        for e in exc.errors()
+    ]
+    return error_response(422, InvalidInput.code, "invalid request parameters", errors)
+
+
+async def _unexpected_error(_: Request, exc: Exception) -> Response:
+    log.error(
+        "unhandled error",
+        exc_info=exc,
+        extra={"request_id": request_id_var.get()},
+    )
+    return error_response(500, "internal_error", "internal server error")
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    app.add_exception_handler(ModelGateError, _modelgate_error)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(RequestValidationError, _request_validation_error)
+    app.add_exception_handler(Exception, _unexpected_error)

@@ -1,0 +1,196 @@
+"""The model repository: discover ``models/<name>/<version>/``, verify and load versions.
+
+Each worker holds its own ``ModelRepository``. Lookups read an immutable snapshot
+(``_models``) that is replaced whole on every change, so a request that already holds a
+``LoadedModel`` finishes on it even while a reload swaps in another version.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from modelgate.errors import ModelLoadError, ModelNotFound, ModelNotReady
+from modelgate.manifest import Manifest, read_manifest
+from modelgate.runtime import LoadedModel, load_model
+
+log = logging.getLogger("modelgate.repository")
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    """Every loaded version of one model and which of them answers by default."""
+
+    name: str
+    versions: dict[str, LoadedModel]
+    default_version: str | None
+    pinned: bool = False
+
+    @property
+    def default(self) -> LoadedModel | None:
+        return self.versions.get(self.default_version) if self.default_version else None
+
+
+@dataclass
+class LoadFailure:
+    name: str
+    version: str
+    reason: str
+
+
+def _version_key(version: str) -> int:
+    return int(version)
+
+
+def discover(root: Path) -> dict[str, list[str]]:
+    """Model names → version directory names (numeric, ascending) present on disk."""
+    found: dict[str, list[str]] = {}
+    if not root.is_dir():
+        return found
+    for model_dir in sorted(p for p in root.iterdir() if p.is_dir()):
+        versions = [v.name for v in model_dir.iterdir() if v.is_dir() and v.name.isdigit()]
+        if versions:
+            found[model_dir.name] = sorted(versions, key=_version_key)
+    return found
+
+
+@dataclass
+class ModelRepository:
+    root: Path
+    wanted: list[str] = field(default_factory=list)  # empty: every model on disk
+    pinned: dict[str, str] = field(default_factory=dict)
+    default_model_name: str = ""
+    _models: dict[str, ModelEntry] = field(default_factory=dict)
+    failures: list[LoadFailure] = field(default_factory=list)
+    # The models /ready waits for: fixed by load_all, shrunk by unloading a whole model.
+    configured: list[str] = field(default_factory=list)
+
+    # --- loading ------------------------------------------------------------------------
+
+    def load_all(self) -> None:
+        """Load every wanted model's versions found on disk; failures are logged and kept."""
+        on_disk = discover(self.root)
+        names = self.wanted or list(on_disk)
+        self.configured = list(names)
+        models: dict[str, ModelEntry] = {}
+        for name in names:
+            versions: dict[str, LoadedModel] = {}
+            for version in on_disk.get(name, []):
+                loaded = self._try_load(name, version)
+                if loaded is not None:
+                    versions[version] = loaded
+            pinned = self.pinned.get(name)
+            if pinned is not None and pinned not in versions:
+                log.error(
+                    "pinned version not loaded",
+                    extra={"model": name, "version": pinned},
+                )
+            default = pinned if pinned in versions else _highest(versions)
+            models[name] = ModelEntry(name, versions, default, pinned=pinned is not None)
+        self._models = models
+
+    def _try_load(self, name: str, version: str) -> LoadedModel | None:
+        version_dir = self.root / name / version
+        try:
+            manifest = self.read_manifest(name, version)
+            loaded = load_model(version_dir, manifest)
+        except ModelLoadError as exc:
+            self._record_failure(name, version, str(exc))
+            return None
+        log.info(
+            "model loaded",
+            extra={"model": name, "version": version, "sha256": loaded.sha256[:12]},
+        )
+        return loaded
+
+    def _record_failure(self, name: str, version: str, reason: str) -> None:
+        log.error("model refused", extra={"model": name, "version": version, "reason": reason})
+        self.failures.append(LoadFailure(name, version, reason))
+
+    def read_manifest(self, name: str, version: str) -> Manifest:
+        """The manifest of a version on disk; ModelLoadError if absent or invalid."""
+        version_dir = self.root / name / version
+        if not (self.root / name).is_dir() or not version_dir.is_dir():
+            raise ModelLoadError(f"no version {version!r} of model {name!r} on disk")
+        try:
+            return read_manifest(version_dir)
+        except (OSError, ValueError) as exc:
+            raise ModelLoadError(f"bad manifest: {exc}") from exc
+
+    def load_version(self, name: str, version: str, make_default: bool = True) -> LoadedModel:
+        """Load (or reload) one version and swap it in; raises ModelLoadError and keeps
+        everything as it was if the version can't be verified, loaded and warmed."""
+        manifest = self.read_manifest(name, version)
+        try:
+            loaded = load_model(self.root / name / version, manifest)
+        except ModelLoadError as exc:
+            self._record_failure(name, version, str(exc))
+            raise
+        entry = self._models.get(name) or ModelEntry(name, {}, None)
+        versions = {**entry.versions, version: loaded}
+        default = version if make_default else (entry.default_version or version)
+        self._models = {
+            **self._models,
+            name: replace(entry, versions=versions, default_version=default),
+        }
+        return loaded
+
+    def unload_version(self, name: str, version: str | None = None) -> None:
+        """Drop one version (or the whole model); the default falls back to the highest left."""
+        entry = self.entry(name)
+        if version is None:
+            self._models = {k: v for k, v in self._models.items() if k != name}
+            self.configured = [n for n in self.configured if n != name]
+            return
+        if version not in entry.versions:
+            raise ModelNotFound(f"model {name!r} has no loaded version {version!r}")
+        versions = {k: v for k, v in entry.versions.items() if k != version}
+        default = entry.default_version
+        if default == version:
+            default = _highest(versions)
+        self._models = {
+            **self._models,
+            name: replace(entry, versions=versions, default_version=default),
+        }
+
+    # --- lookups ------------------------------------------------------------------------
+
+    @property
+    def models(self) -> dict[str, ModelEntry]:
+        return self._models
+
+    @property
+    def default_name(self) -> str:
+        if self.default_model_name:
+            return self.default_model_name
+        return next(iter(sorted(self._models)), "")
+
+    def entry(self, name: str) -> ModelEntry:
+        entry = self._models.get(name)
+        if entry is None:
+            raise ModelNotFound(f"model {name!r} is not served here")
+        return entry
+
+    def get(self, name: str | None = None, version: str | None = None) -> LoadedModel:
+        """The version to run: a named version, or the model's default."""
+        entry = self.entry(name or self.default_name)
+        if version is None:
+            model = entry.default
+            if model is None:
+                raise ModelNotReady(f"model {entry.name!r} has no loaded version")
+            return model
+        model = entry.versions.get(version)
+        if model is None:
+            raise ModelNotFound(f"model {entry.name!r} has no version {version!r}")
+        return model
+
+    def ready(self) -> bool:
+        """Every configured model has a default version loaded and warmed."""
+        return bool(self.configured) and all(
+            n in self._models and self._models[n].default is not None for n in self.configured
+        )
+
+
+def _highest(versions: dict[str, LoadedModel]) -> str | None:
+    return max(versions, key=_version_key) if versions else None

@@ -1,0 +1,90 @@
+"""Liveness, readiness and the service root.
+
+``/health`` answers 200 while the process can serve HTTP at all (liveness: restart me if
+this fails). ``/ready`` answers 200 only when every configured model is loaded and warmed
+and the worker is not shutting down (readiness: send me traffic).
+"""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+from starlette.responses import Response
+
+from modelgate import __version__
+from modelgate.deps import LifecycleDep, RepositoryDep, ServiceDep, SettingsDep, json_response
+
+router = APIRouter(tags=["health"])
+
+
+@router.get("/")
+async def root(request: Request, settings: SettingsDep) -> Response:
+    return json_response(
+        {
+            "name": "modelgate",
+            "version": __version__,
+            "instance": settings.instance,
+            "links": {
+                "docs": "/docs",
+                "openapi": "/openapi.json",
+                "health": "/health",
+                "ready": "/ready",
+                "models": "/models",
+                "predict": "/predict",
+                "batch": "/predict/batch",
+            },
+        }
+    )
+
+
+@router.get("/health")
+async def health(
+    repository: RepositoryDep,
+    service: ServiceDep,
+    lifecycle: LifecycleDep,
+    settings: SettingsDep,
+) -> Response:
+    models = repository.models
+    default_entry = models.get(repository.default_name)
+    default = default_entry.default if default_entry else None
+    last = service.last_prediction_at
+    return json_response(
+        {
+            "status": "ok",
+            "instance": settings.instance,
+            "models_loaded": sum(len(e.versions) for e in models.values()),
+            "models": {name: sorted(e.versions, key=int) for name, e in sorted(models.items())},
+            "default_model": repository.default_name or None,
+            "default_model_version": default.version if default else None,
+            "loaded_at": default.loaded_at.isoformat() if default else None,
+            "started_at": lifecycle.started_at.isoformat(),
+            "uptime_seconds": lifecycle.uptime_seconds(),
+            "last_prediction_at": last.isoformat() if last else None,
+            "load_failures": [
+                {"model": f.name, "version": f.version, "reason": f.reason}
+                for f in repository.failures[-10:]
+            ],
+        }
+    )
+
+
+@router.get("/ready")
+async def ready(repository: RepositoryDep, lifecycle: LifecycleDep) -> Response:
+    if lifecycle.draining:
+        return json_response({"status": "draining"}, 503, {"Retry-After": "1"})
+    if not repository.ready():
+        missing = [
+            n
+            for n in repository.configured
+            if n not in repository.models or repository.models[n].default is None
+        ]
+        return json_response(
+            {"status": "not_ready", "models_not_loaded": missing or repository.configured},
+            503,
+            {"Retry-After": "1"},
+        )
+    return json_response(
+        {
+            "status": "ready",
+            "models": {n: e.default_version for n, e in sorted(repository.models.items())},
+        }
+    )

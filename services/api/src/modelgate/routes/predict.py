@@ -1,0 +1,160 @@
+"""Native prediction routes: single and batch, for the default model or a named one.
+
+Routes stay thin: read the body, pick the model version, validate, call the service,
+shape the answer. Request bodies are parsed by modelgate (not FastAPI) so that malformed
+JSON is a 400 and every bad field is a 422 naming it; the OpenAPI request schemas and
+examples are added in ``openapi.py`` from the manifests.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from typing import Any
+
+from fastapi import APIRouter, Request
+from starlette.responses import Response
+
+from modelgate.deps import ServiceDep, SettingsDep, json_response, read_body
+from modelgate.service import BatchResult, PredictionService, elapsed_ms, now_iso
+from modelgate.settings import Settings
+from modelgate.validation import parse_json
+
+router = APIRouter(tags=["predict"])
+
+SINGLE = "single"
+BATCH = "batch"
+
+
+def _headers(result: BatchResult) -> dict[str, str]:
+    return {
+        "X-Model-Name": result.model.name,
+        "X-Model-Version": result.model.version,
+        "X-Cache": "HIT" if all(result.cached) else "MISS",
+        # Rows in the tensor call this request rode in: shows dynamic batching at work.
+        "X-Batch-Size": str(result.batch_rows),
+    }
+
+
+def _note(request: Request, result: BatchResult) -> None:
+    """Facts for the access-log line."""
+    request.state.model = result.model.name
+    request.state.version = result.model.version
+    request.state.cache = "hit" if all(result.cached) else "miss"
+    request.state.batch_rows = result.batch_rows
+
+
+async def predict_single(
+    request: Request,
+    service: PredictionService,
+    settings: Settings,
+    name: str | None,
+    version: str | None,
+) -> Response:
+    started = time.perf_counter()
+    model = service.repository.get(name, version)
+    payload = parse_json(await read_body(request, settings.max_body_bytes))
+    rows = service.validator(model).single(payload)
+    result = await service.run(model, rows)
+    _note(request, result)
+    body: dict[str, Any] = {
+        **result.outputs[0],
+        "model_name": model.name,
+        "model_version": model.version,
+        "prediction_id": uuid.uuid4().hex,
+        "cached": result.cached[0],
+        "latency_ms": elapsed_ms(started),
+        "timestamp": now_iso(),
+    }
+    return json_response(body, headers=_headers(result))
+
+
+async def predict_batch(
+    request: Request,
+    service: PredictionService,
+    settings: Settings,
+    name: str | None,
+    version: str | None,
+) -> Response:
+    started = time.perf_counter()
+    model = service.repository.get(name, version)
+    payload = parse_json(await read_body(request, settings.max_body_bytes))
+    rows = service.validator(model).batch(payload, settings.max_batch_instances)
+    result = await service.run(model, rows)
+    _note(request, result)
+    predictions = [
+        {**out, "cached": hit} for out, hit in zip(result.outputs, result.cached, strict=True)
+    ]
+    body = {
+        "predictions": predictions,
+        "batch_size": len(predictions),
+        "model_name": model.name,
+        "model_version": model.version,
+        "total_time_ms": elapsed_ms(started),
+        "timestamp": now_iso(),
+    }
+    return json_response(body, headers=_headers(result))
+
+
+@router.post("/predict", name="predict", openapi_extra={"x-modelgate-body": SINGLE})
+async def predict(request: Request, service: ServiceDep, settings: SettingsDep) -> Response:
+    """Predict one instance with the default model's default version."""
+    return await predict_single(request, service, settings, None, None)
+
+
+@router.post("/predict/batch", name="predict_batch", openapi_extra={"x-modelgate-body": BATCH})
+async def batch(request: Request, service: ServiceDep, settings: SettingsDep) -> Response:
+    """Predict up to ``max_batch_instances`` instances with the default model."""
+    return await predict_batch(request, service, settings, None, None)
+
+
+@router.post("/batch_predict", name="batch_predict", openapi_extra={"x-modelgate-body": BATCH})
+async def batch_alias(request: Request, service: ServiceDep, settings: SettingsDep) -> Response:
+    """Alias of ``POST /predict/batch`` (the tutorials' name)."""
+    return await predict_batch(request, service, settings, None, None)
+
+
+@router.post(
+    "/models/{name}/predict", name="model_predict", openapi_extra={"x-modelgate-body": SINGLE}
+)
+async def model_predict(
+    name: str, request: Request, service: ServiceDep, settings: SettingsDep
+) -> Response:
+    """Predict one instance with a named model's default version."""
+    return await predict_single(request, service, settings, name, None)
+
+
+@router.post(
+    "/models/{name}/predict/batch",
+    name="model_predict_batch",
+    openapi_extra={"x-modelgate-body": BATCH},
+)
+async def model_batch(
+    name: str, request: Request, service: ServiceDep, settings: SettingsDep
+) -> Response:
+    """Batch prediction with a named model's default version."""
+    return await predict_batch(request, service, settings, name, None)
+
+
+@router.post(
+    "/models/{name}/versions/{version}/predict",
+    name="version_predict",
+    openapi_extra={"x-modelgate-body": SINGLE},
+)
+async def version_predict(
+    name: str, version: str, request: Request, service: ServiceDep, settings: SettingsDep
+) -> Response:
+    """Predict one instance with a specific model version."""
+    return await predict_single(request, service, settings, name, version)
+
+
+@router.post(
+    "/models/{name}/versions/{version}/predict/batch",
+    name="version_predict_batch",
+    openapi_extra={"x-modelgate-body": BATCH},
+)
+async def version_batch(
+    name: str, version: str, request: Request, service: ServiceDep, settings: SettingsDep
+) -> Response:
+    """Batch prediction with a specific model version."""
+    return await predict_batch(request, service, settings, name, version)

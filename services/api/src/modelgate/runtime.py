@@ -1,0 +1,196 @@
+"""Torch execution: verify a model file, load it without unpickling, run batches on it.
+
+Both supported formats are zip archives. Before torch sees a file we check its sha256
+against the manifest and inspect the archive, because ``torch.export.load`` would otherwise
+call ``torch.load(weights_only=False)`` or ``pickle.loads`` for pickled weights, opaque
+constants, legacy weight files, and as a fallback for sample inputs (see
+torch/export/pt2_archive/_package.py). A ``.pt2`` is accepted only if every weight and
+constant is a raw tensor payload; its sample inputs must be empty or load under torch's
+restricted ``weights_only`` unpickler, so the fallback never runs. TorchScript archives are
+read by ``torch.jit.load``'s C++ loader, which only builds TorchScript types; a plain
+``torch.save`` pickle of a module is refused because it has no ``code/`` directory.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import json
+import logging
+import zipfile
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from modelgate.errors import ModelLoadError
+from modelgate.manifest import Manifest, ModelFormat, Task
+
+log = logging.getLogger("modelgate.runtime")
+
+_PICKLE_PROTOCOL_BYTE = 0x80  # every pickle since protocol 2 starts with PROTO
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def configure_torch(threads: int) -> None:
+    """Pin torch's thread pools so that W workers on W cores don't oversubscribe them."""
+    torch.set_num_threads(threads)
+    # Only settable before the first parallel op; fine if it already was.
+    with contextlib.suppress(RuntimeError):
+        torch.set_num_interop_threads(1)
+
+
+def _archive_root(names: list[str]) -> str:
+    roots = {n.split("/", 1)[0] for n in names}
+    if len(roots) != 1:
+        raise ModelLoadError("archive must have exactly one top-level folder")
+    return roots.pop() + "/"
+
+
+def _check_pt2_archive(data: bytes) -> None:
+    with zipfile.ZipFile(io.BytesIO(data)) as z:
+        names = z.namelist()
+        root = _archive_root(names)
+        rel = [n[len(root) :] for n in names]
+        if not any(n.startswith("models/") and n.endswith(".json") for n in rel):
+            raise ModelLoadError("not a torch.export archive (no models/*.json)")
+        for n in rel:
+            if n.startswith("data/weights/") and n.endswith(".pt"):
+                raise ModelLoadError(f"legacy pickled weights file {n} refused")
+            if n.startswith("data/constants/") and n.endswith(".pt"):
+                raise ModelLoadError(f"legacy pickled constants file {n} refused")
+            if n.endswith("_config.json") and n.startswith(("data/weights/", "data/constants/")):
+                config = json.loads(z.read(root + n)).get("config", {})
+                for fqn, payload in config.items():
+                    if payload.get("use_pickle"):
+                        raise ModelLoadError(f"pickled tensor {fqn!r} refused")
+                    path = str(payload.get("path_name", ""))
+                    if n.startswith("data/constants/") and not path.startswith("tensor_"):
+                        raise ModelLoadError(f"non-tensor constant {fqn!r} refused")
+            if n.startswith("data/sample_inputs/"):
+                blob = z.read(root + n)
+                if blob:
+                    try:
+                        torch.load(io.BytesIO(blob), weights_only=True)
+                    except Exception as exc:
+                        raise ModelLoadError(
+                            f"sample inputs {n} need more than torch's weights_only loader"
+                        ) from exc
+
+
+def _check_torchscript_archive(data: bytes) -> None:
+    with zipfile.ZipFile(io.BytesIO(data)) as z:
+        rel = [n.split("/", 1)[1] for n in z.namelist() if "/" in n]
+        if not any(n.startswith("code/") for n in rel) or "constants.pkl" not in rel:
+            raise ModelLoadError("not a TorchScript archive (no code/ or constants.pkl)")
+
+
+def read_verified(path: Path, manifest: Manifest) -> bytes:
+    """The model file's bytes, once its sha256 and archive layout are known to be good.
+
+    The file is read once into memory and the same bytes are hashed and loaded, so a
+    file swapped between the check and the load can't slip through.
+    """
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise ModelLoadError(f"cannot read {path.name}: {exc.strerror}") from exc
+    actual = hashlib.sha256(data).hexdigest()
+    if actual != manifest.sha256:
+        raise ModelLoadError(
+            f"sha256 mismatch for {path.name}: manifest {manifest.sha256[:12]}…, "
+            f"file {actual[:12]}… ({len(data)} bytes; truncated or replaced?)"
+        )
+    if data[:1] and data[0] == _PICKLE_PROTOCOL_BYTE:
+        raise ModelLoadError(f"{path.name} is a raw pickle; refused")
+    if not zipfile.is_zipfile(io.BytesIO(data)):
+        raise ModelLoadError(f"{path.name} is not a zip archive")
+    try:
+        if manifest.format is ModelFormat.TORCH_EXPORT:
+            _check_pt2_archive(data)
+        else:
+            _check_torchscript_archive(data)
+    except (zipfile.BadZipFile, ValueError, KeyError) as exc:
+        raise ModelLoadError(f"{path.name}: damaged archive ({exc})") from exc
+    return data
+
+
+def _load_module(data: bytes, fmt: ModelFormat) -> Callable[[torch.Tensor], torch.Tensor]:
+    if fmt is ModelFormat.TORCH_EXPORT:
+        program = torch.export.load(io.BytesIO(data))
+        module: Callable[[torch.Tensor], torch.Tensor] = program.module()
+        return module
+    scripted = torch.jit.load(io.BytesIO(data), map_location="cpu")  # type: ignore[no-untyped-call]
+    scripted.eval()
+    return scripted  # type: ignore[no-any-return]
+
+
+@dataclass
+class LoadedModel:
+    """One verified, warmed model version, ready to run batches."""
+
+    manifest: Manifest
+    module: Callable[[torch.Tensor], torch.Tensor]
+    sha256: str
+    size_bytes: int
+    loaded_at: datetime = field(default_factory=lambda: datetime.now(UTC))
+
+    @property
+    def name(self) -> str:
+        return self.manifest.name
+
+    @property
+    def version(self) -> str:
+        return self.manifest.version
+
+    def run(self, batch: np.ndarray) -> np.ndarray:
+        """Run one (n, features) float32 batch; returns (n,) or (n, classes) float32.
+
+        Called from the inference thread, never from the event loop.
+        """
+        with torch.inference_mode():
+            out = self.module(torch.from_numpy(batch))
+        result = out.detach().cpu().numpy().astype(np.float32, copy=False)
+        if self.manifest.task is Task.MULTICLASS:
+            return result.reshape(batch.shape[0], -1)
+        return result.reshape(batch.shape[0])
+
+
+def load_model(version_dir: Path, manifest: Manifest) -> LoadedModel:
+    """Verify, load and warm one version; raises ModelLoadError with a readable reason."""
+    data = read_verified(version_dir / manifest.file, manifest)
+    try:
+        module = _load_module(data, manifest.format)
+    except Exception as exc:  # torch raises many types for a bad archive
+        raise ModelLoadError(f"torch could not load {manifest.file}: {exc}") from exc
+    model = LoadedModel(manifest, module, manifest.sha256, len(data))
+    _warm_up(model)
+    return model
+
+
+def _warm_up(model: LoadedModel) -> None:
+    """Run the model on the manifest's example so the first request doesn't pay for setup,
+    and check that the output has the shape the task promises."""
+    example = model.manifest.example_features()
+    row = np.array([[float(example[n]) for n in model.manifest.input_names]], dtype=np.float32)
+    for batch in (row, np.repeat(row, 3, axis=0)):
+        try:
+            out = model.run(batch)
+        except Exception as exc:
+            raise ModelLoadError(f"warm-up failed: {exc}") from exc
+        n_classes = len(model.manifest.outputs.classes)
+        if model.manifest.task is Task.MULTICLASS and out.shape != (len(batch), n_classes):
+            raise ModelLoadError(f"output shape {out.shape}, expected (n, {n_classes})")
+        if not np.all(np.isfinite(out)):
+            raise ModelLoadError("warm-up produced non-finite outputs")

@@ -1,0 +1,154 @@
+"""The path of one prediction, shared by every protocol (native, V1, V2).
+
+validated rows → cache lookup → batcher → model (in the inference thread) → cache store
+
+Routes parse their wire format, call ``PredictionService`` and shape its answer; nothing
+below this line knows which protocol asked.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from concurrent.futures import Executor
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import numpy as np
+
+from modelgate.batching import Batcher
+from modelgate.cache import NullCache, PredictionCache, cache_key
+from modelgate.manifest import Task
+from modelgate.repository import ModelRepository
+from modelgate.runtime import LoadedModel
+from modelgate.settings import BatchingSettings
+from modelgate.validation import InputValidator
+
+
+@dataclass
+class _Lane:
+    model: LoadedModel
+    batcher: Batcher
+    validator: InputValidator
+
+
+@dataclass
+class BatchResult:
+    """Outputs of one request: one dict per row, in order."""
+
+    model: LoadedModel
+    outputs: list[dict[str, Any]]
+    cached: list[bool]
+    batch_rows: int  # rows in the largest tensor call this request rode in (0: all cached)
+
+
+def format_output(model: LoadedModel, out: np.ndarray) -> dict[str, Any]:
+    """One row of model output → the native response fields."""
+    task = model.manifest.task
+    classes = model.manifest.outputs.classes
+    if task is Task.REGRESSION:
+        return {"prediction": float(out)}
+    if task is Task.BINARY:
+        p = float(out)
+        label = int(p >= 0.5)
+        return {
+            "prediction": label,
+            "probability": p,
+            "prediction_class": classes[label],
+            "class_name": classes[label],
+        }
+    probs = [float(v) for v in out]
+    label = int(np.argmax(out))
+    return {
+        "prediction": label,
+        "probabilities": dict(zip(classes, probs, strict=True)),
+        "prediction_class": classes[label],
+        "class_name": classes[label],
+    }
+
+
+@dataclass
+class PredictionService:
+    repository: ModelRepository
+    executor: Executor
+    batching: BatchingSettings
+    cache: PredictionCache = field(default_factory=NullCache)
+    last_prediction_at: datetime | None = None
+    # Per loaded version (keyed by identity, so a reloaded version gets fresh ones).
+    _lanes: dict[int, _Lane] = field(default_factory=dict)
+    _seen_snapshot: object = None
+
+    def _lane(self, model: LoadedModel) -> _Lane:
+        snapshot = self.repository.models
+        if snapshot is not self._seen_snapshot:
+            self._seen_snapshot = snapshot
+            self._prune()
+        lane = self._lanes.get(id(model))
+        if lane is None or lane.model is not model:
+            lane = self._lanes[id(model)] = _Lane(
+                model, self._new_batcher(model), InputValidator(model.manifest)
+            )
+        return lane
+
+    def validator(self, model: LoadedModel) -> InputValidator:
+        return self._lane(model).validator
+
+    def _new_batcher(self, model: LoadedModel) -> Batcher:
+        override = model.manifest.batching
+        delay_ms = (
+            override.max_batch_delay_ms
+            if override.max_batch_delay_ms is not None
+            else self.batching.max_batch_delay_ms
+        )
+        return Batcher(
+            run_model=model.run,
+            executor=self.executor,
+            max_rows=override.max_batch_size or self.batching.max_batch_size,
+            max_delay_s=delay_ms / 1000.0,
+            max_queue_rows=self.batching.max_queue_rows,
+        )
+
+    def _prune(self) -> None:
+        """Let the batchers of versions no longer loaded finish their queue and stop."""
+        live = {id(m) for entry in self.repository.models.values() for m in entry.versions.values()}
+        for key in [k for k in self._lanes if k not in live]:
+            lane = self._lanes.pop(key)
+            asyncio.get_running_loop().create_task(lane.batcher.close())
+
+    async def run(self, model: LoadedModel, rows: np.ndarray) -> BatchResult:
+        """Predict validated rows with one model version, through the cache."""
+        keys = [cache_key(model.name, model.version, model.sha256, r) for r in rows]
+        hits = await self.cache.get_many(keys)
+        missing = [i for i, hit in enumerate(hits) if hit is None]
+        outputs: list[dict[str, Any] | None] = list(hits)
+        batch_rows = 0
+        if missing:
+            todo = rows if len(missing) == len(rows) else rows[missing]
+            out, batch_rows = await self._lane(model).batcher.submit(todo)
+            fresh = {}
+            for j, i in enumerate(missing):
+                outputs[i] = fresh[keys[i]] = format_output(model, out[j])
+            await self.cache.set_many(fresh)
+        self.last_prediction_at = datetime.now(UTC)
+        missing_set = set(missing)
+        return BatchResult(
+            model=model,
+            outputs=[o for o in outputs if o is not None],
+            cached=[i not in missing_set for i in range(len(rows))],
+            batch_rows=batch_rows,
+        )
+
+    async def close(self) -> None:
+        for lane in list(self._lanes.values()):
+            await lane.batcher.close()
+        self._lanes.clear()
+        await self.cache.close()
+
+
+def now_iso() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def elapsed_ms(started: float) -> float:
+    return round((time.perf_counter() - started) * 1000, 3)

@@ -1,0 +1,78 @@
+"""All configuration, read once from the environment (prefix ``MODELGATE_``).
+
+Nested groups use ``__`` as the delimiter, e.g. ``MODELGATE_BATCHING__MAX_BATCH_SIZE=32``.
+The settings object is built once per process and passed to ``create_app``; nothing
+else in the package reads the environment.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import BaseModel, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class BatchingSettings(BaseModel):
+    """Defaults for dynamic batching; a model's manifest may override them."""
+
+    max_batch_size: int = Field(64, ge=1, le=65536, description="rows per tensor call")
+    max_batch_delay_ms: float = Field(
+        2.0, ge=0, le=1000, description="longest a request waits for others to join its batch"
+    )
+    # Bounded so overload turns into a quick 503 instead of unbounded latency and memory.
+    max_queue_rows: int = Field(4096, ge=1, description="rows waiting per model version")
+
+
+class CacheSettings(BaseModel):
+    """Prediction cache in Redis (used by the stack; off for a bare replica)."""
+
+    enabled: bool = False
+    ttl_seconds: int = Field(3600, ge=1)
+
+
+class RateLimitSettings(BaseModel):
+    """Per-client quotas, shared through Redis (used by the stack; off by default)."""
+
+    enabled: bool = False
+    predict: str = "600/minute"
+    batch: str = "60/minute"
+
+
+class AuthSettings(BaseModel):
+    """API keys are configured as sha256 hex digests, never in clear text."""
+
+    api_key_sha256: list[str] = Field(default_factory=list)
+    admin_key_sha256: str | None = None
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="MODELGATE_",
+        env_nested_delimiter="__",
+        extra="ignore",
+    )
+
+    model_repository: Path = Path("models")
+    # Which models to serve; empty means every model found in the repository.
+    models: list[str] = Field(default_factory=list)
+    # The model behind /predict; empty means the first served model by name.
+    default_model: str = ""
+    # Pin a model to a version instead of the highest, e.g. '{"churn": "1"}'.
+    pinned_versions: dict[str, str] = Field(default_factory=dict)
+
+    # torch intra-op threads per worker; 1 so that W workers on W cores don't oversubscribe.
+    torch_threads: int = Field(1, ge=1)
+    max_batch_instances: int = Field(1000, ge=1, description="rows in one batch request")
+    # A replica's own guard; the gateway enforces its own, smaller-or-equal, limit first.
+    max_body_bytes: int = Field(4 * 1024 * 1024, ge=1024)
+    batching: BatchingSettings = Field(default_factory=BatchingSettings)
+
+    redis_url: str = ""
+    cache: CacheSettings = Field(default_factory=CacheSettings)
+    rate_limit: RateLimitSettings = Field(default_factory=RateLimitSettings)
+    auth: AuthSettings = Field(default_factory=AuthSettings)
+
+    log_level: str = "INFO"
+    # Name reported by GET / and in logs; replicas of the stack set it to tell themselves apart.
+    instance: str = ""

@@ -1,0 +1,181 @@
+"""Turn request JSON into float32 rows the model accepts, or say exactly what is wrong.
+
+Validation is derived from the manifest: input names and order, dtypes and bounds. It is
+written by hand rather than as a generated pydantic model because it runs on every
+request and must report the field *and* the reason for every bad value in a batch.
+
+Types are strict: a string is never coerced to a number (silent coercion hides client
+bugs), a boolean is not a number, and an ``int`` input accepts ``3`` and ``3.0`` but not
+``3.5``. Every accepted value is canonicalised to float32, so ``1`` and ``1.0`` (and any
+key order) give identical rows, and therefore identical cache keys.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Any
+
+import numpy as np
+import orjson
+
+from modelgate.errors import FieldError, InvalidInput, MalformedRequest
+from modelgate.manifest import DType, InputSpec, Manifest
+
+
+def parse_json(body: bytes) -> Any:
+    """Parse a request body. NaN and Infinity are not JSON, but Python's json.dumps writes
+    them, so they are parsed here and rejected by validation with the field's name (422)
+    rather than as malformed JSON (400)."""
+    if not body:
+        raise MalformedRequest("request body is empty; expected a JSON object")
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError:
+        pass
+    try:
+        return json.loads(body)
+    except (ValueError, RecursionError) as exc:
+        raise MalformedRequest(f"request body is not valid JSON: {exc}") from None
+
+
+def _type_name(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, (int, float)):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, list):
+        return "array"
+    if isinstance(value, dict):
+        return "object"
+    return type(value).__name__
+
+
+def _check_value(spec: InputSpec, value: Any) -> float | str:
+    """The value as a float, or a reason string if it is not acceptable."""
+    if spec.dtype is DType.BOOL:
+        if isinstance(value, bool):
+            return 1.0 if value else 0.0
+        if isinstance(value, int) and value in (0, 1):
+            return float(value)
+        return f"expected a boolean, got {_type_name(value)}"
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        kind = "an integer" if spec.dtype is DType.INT else "a number"
+        return f"expected {kind}, got {_type_name(value)}"
+    try:
+        number = float(value)
+    except OverflowError:
+        return "number is too large"
+    if math.isnan(number):
+        return "NaN is not allowed"
+    if math.isinf(number):
+        return "Infinity is not allowed"
+    if spec.dtype is DType.INT and not number.is_integer():
+        return f"expected an integer, got {value!r}"
+    if spec.min is not None and number < spec.min:
+        return f"must be >= {_fmt(spec.min)} (got {value!r})"
+    if spec.max is not None and number > spec.max:
+        return f"must be <= {_fmt(spec.max)} (got {value!r})"
+    return number
+
+
+def _fmt(bound: float) -> str:
+    return str(int(bound)) if float(bound).is_integer() else str(bound)
+
+
+class InputValidator:
+    """Validates instances against one manifest; cheap to reuse, built once per version."""
+
+    def __init__(self, manifest: Manifest) -> None:
+        self.specs = manifest.inputs
+        self.names = manifest.input_names
+        self._index = {name: i for i, name in enumerate(self.names)}
+
+    def row(self, instance: Any, where: str, errors: list[FieldError]) -> list[float]:
+        """One instance (named object or positional list) → floats; appends to errors."""
+        out = [0.0] * len(self.specs)
+        if isinstance(instance, dict):
+            for name in instance:
+                if name not in self._index:
+                    errors.append(FieldError(f"{where}.{name}", "unknown feature"))
+            for i, spec in enumerate(self.specs):
+                if spec.name not in instance:
+                    errors.append(FieldError(f"{where}.{spec.name}", "required feature missing"))
+                    continue
+                checked = _check_value(spec, instance[spec.name])
+                if isinstance(checked, str):
+                    errors.append(FieldError(f"{where}.{spec.name}", checked))
+                else:
+                    out[i] = checked
+        elif isinstance(instance, list):
+            if len(instance) != len(self.specs):
+                errors.append(
+                    FieldError(
+                        where,
+                        f"expected {len(self.specs)} values in the order "
+                        f"{', '.join(self.names)}; got {len(instance)}",
+                    )
+                )
+                return out
+            for i, (spec, value) in enumerate(zip(self.specs, instance, strict=True)):
+                checked = _check_value(spec, value)
+                if isinstance(checked, str):
+                    errors.append(FieldError(f"{where}[{i}] ({spec.name})", checked))
+                else:
+                    out[i] = checked
+        else:
+            errors.append(
+                FieldError(
+                    where,
+                    f"expected an object of named features or an array of "
+                    f"{len(self.specs)} values, got {_type_name(instance)}",
+                )
+            )
+        return out
+
+    def single(self, payload: Any) -> np.ndarray:
+        """``{"features": ...}`` → a (1, n_features) float32 array."""
+        features = _member(payload, "features", "object with 'features'")
+        errors: list[FieldError] = []
+        row = self.row(features, "features", errors)
+        if errors:
+            raise InvalidInput.for_fields(errors)
+        return np.array([row], dtype=np.float32)
+
+    def batch(self, payload: Any, max_instances: int) -> np.ndarray:
+        """``{"instances": [...]}`` → an (n, n_features) float32 array, 1 <= n <= max."""
+        instances = _member(payload, "instances", "object with 'instances'")
+        if not isinstance(instances, list):
+            raise InvalidInput.for_fields(
+                [FieldError("instances", f"expected an array, got {_type_name(instances)}")]
+            )
+        if not instances:
+            raise InvalidInput.for_fields([FieldError("instances", "must not be empty")])
+        if len(instances) > max_instances:
+            raise InvalidInput.for_fields(
+                [
+                    FieldError(
+                        "instances",
+                        f"at most {max_instances} instances per request, got {len(instances)}",
+                    )
+                ]
+            )
+        errors: list[FieldError] = []
+        rows = [self.row(inst, f"instances[{i}]", errors) for i, inst in enumerate(instances)]
+        if errors:
+            raise InvalidInput.for_fields(errors)
+        return np.array(rows, dtype=np.float32)
+
+
+def _member(payload: Any, key: str, expected: str) -> Any:
+    if not isinstance(payload, dict):
+        raise InvalidInput.for_fields(
+            [FieldError("body", f"expected an {expected}, got {_type_name(payload)}")]
+        )
+    if key not in payload:
+        raise InvalidInput.for_fields([FieldError(key, "required field missing")])
+    return payload[key]
