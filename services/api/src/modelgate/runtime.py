@@ -18,6 +18,7 @@ import hashlib
 import io
 import json
 import logging
+import warnings
 import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -131,7 +132,11 @@ def _load_module(data: bytes, fmt: ModelFormat) -> Callable[[torch.Tensor], torc
         program = torch.export.load(io.BytesIO(data))
         module: Callable[[torch.Tensor], torch.Tensor] = program.module()
         return module
-    scripted = torch.jit.load(io.BytesIO(data), map_location="cpu")  # type: ignore[no-untyped-call]
+    # TorchScript is deprecated upstream in favour of torch.export, but many trained models
+    # exist only in that form; it stays supported here, so its warning is noise in our logs.
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r".*torch\.jit\.load.* is deprecated")
+        scripted = torch.jit.load(io.BytesIO(data), map_location="cpu")  # type: ignore[no-untyped-call]
     scripted.eval()
     return scripted  # type: ignore[no-any-return]
 

@@ -1,0 +1,133 @@
+"""Input validation derived from the manifest: every bad field named with its reason."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pytest
+
+from modelgate.errors import InvalidInput, MalformedRequest
+from modelgate.manifest import Manifest
+from modelgate.validation import InputValidator, parse_json
+
+MANIFEST = Manifest.model_validate(
+    {
+        "name": "m",
+        "version": "1",
+        "task": "binary_classification",
+        "format": "torch_export",
+        "file": "model.pt2",
+        "sha256": "0" * 64,
+        "inputs": [
+            {"name": "age", "dtype": "int", "min": 18, "max": 100},
+            {"name": "income", "dtype": "float", "min": 0},
+            {"name": "is_premium", "dtype": "bool"},
+        ],
+        "outputs": {"classes": ["no", "yes"]},
+    }
+)
+V = InputValidator(MANIFEST)
+GOOD = {"age": 35, "income": 75000.5, "is_premium": True}
+
+
+def errors_of(payload: Any, batch: bool = False) -> list[tuple[str, str]]:
+    with pytest.raises(InvalidInput) as info:
+        V.batch(payload, 3) if batch else V.single(payload)
+    return [(e.field, e.reason) for e in info.value.errors]
+
+
+def test_named_and_positional_features_give_the_same_row() -> None:
+    named = V.single({"features": GOOD})
+    positional = V.single({"features": [35, 75000.5, True]})
+    assert named.dtype == np.float32 and named.shape == (1, 3)
+    np.testing.assert_array_equal(named, positional)
+    np.testing.assert_array_equal(named[0], np.array([35, 75000.5, 1], dtype=np.float32))
+
+
+def test_canonical_rows_ignore_key_order_and_int_vs_float() -> None:
+    a = V.single({"features": {"is_premium": 1, "income": 75000.5, "age": 35.0}})
+    b = V.single({"features": GOOD})
+    assert a.tobytes() == b.tobytes()
+
+
+@pytest.mark.parametrize(
+    ("features", "expected"),
+    [
+        ({**GOOD, "age": "35"}, ("features.age", "expected an integer, got string")),
+        ({**GOOD, "age": True}, ("features.age", "expected an integer, got boolean")),
+        ({**GOOD, "age": 35.5}, ("features.age", "expected an integer, got 35.5")),
+        ({**GOOD, "age": 17}, ("features.age", "must be >= 18 (got 17)")),
+        ({**GOOD, "age": 101}, ("features.age", "must be <= 100 (got 101)")),
+        ({**GOOD, "income": None}, ("features.income", "expected a number, got null")),
+        ({**GOOD, "income": float("nan")}, ("features.income", "NaN is not allowed")),
+        ({**GOOD, "income": float("inf")}, ("features.income", "Infinity is not allowed")),
+        ({**GOOD, "income": -float("inf")}, ("features.income", "Infinity is not allowed")),
+        ({**GOOD, "income": 10**400}, ("features.income", "number is too large")),
+        ({**GOOD, "is_premium": 2}, ("features.is_premium", "expected a boolean, got number")),
+        ({**GOOD, "colour": 1}, ("features.colour", "unknown feature")),
+        ({"age": 35, "income": 1.0}, ("features.is_premium", "required feature missing")),
+    ],
+)
+def test_each_bad_value_is_named_with_its_reason(
+    features: dict[str, Any], expected: tuple[str, str]
+) -> None:
+    assert errors_of({"features": features}) == [expected]
+
+
+def test_every_error_in_a_request_is_reported() -> None:
+    errs = errors_of({"features": {"age": 5, "income": "x"}})
+    assert [f for f, _ in errs] == ["features.age", "features.income", "features.is_premium"]
+
+
+def test_positional_list_of_wrong_length_names_the_expected_order() -> None:
+    [(field, reason)] = errors_of({"features": [1, 2]})
+    assert field == "features"
+    assert reason == "expected 3 values in the order age, income, is_premium; got 2"
+
+
+def test_positional_bad_value_names_index_and_feature() -> None:
+    assert errors_of({"features": [35, "x", True]}) == [
+        ("features[1] (income)", "expected a number, got string")
+    ]
+
+
+@pytest.mark.parametrize(
+    ("payload", "expected"),
+    [
+        ([1, 2], ("body", "expected an object with 'features', got array")),
+        ({"feature": {}}, ("features", "required field missing")),
+        (
+            {"features": "x"},
+            (
+                "features",
+                "expected an object of named features or an array of 3 values, got string",
+            ),
+        ),
+    ],
+)
+def test_wrong_shape_of_body(payload: Any, expected: tuple[str, str]) -> None:
+    assert errors_of(payload) == [expected]
+
+
+def test_batch_rows_and_limits() -> None:
+    rows = V.batch({"instances": [GOOD, [40, 1.0, False]]}, 3)
+    assert rows.shape == (2, 3)
+    assert errors_of({"instances": []}, batch=True) == [("instances", "must not be empty")]
+    assert errors_of({"instances": [GOOD] * 4}, batch=True) == [
+        ("instances", "at most 3 instances per request, got 4")
+    ]
+    assert errors_of({"instances": {"a": 1}}, batch=True) == [
+        ("instances", "expected an array, got object")
+    ]
+    assert errors_of({"instances": [GOOD, {**GOOD, "age": 0}]}, batch=True) == [
+        ("instances[1].age", "must be >= 18 (got 0)")
+    ]
+
+
+def test_parse_json_accepts_nan_for_validation_and_refuses_garbage() -> None:
+    assert parse_json(b'{"a": 1}') == {"a": 1}
+    assert np.isnan(parse_json(b'{"a": NaN}')["a"])
+    for bad in (b"", b"{", b"{'a': 1}", b"\xff\xfe"):
+        with pytest.raises(MalformedRequest):
+            parse_json(bad)
