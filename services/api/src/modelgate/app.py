@@ -65,7 +65,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             default_model_name=settings.default_model,
         )
         repository.load_all()
-        app.state.repository = repository  # for the OpenAPI examples only
+        # On app.state only for the OpenAPI examples and for tests; routes use request state.
+        app.state.repository = repository
+        app.state.lifecycle = lifecycle
         # One inference thread per worker: torch ops run serially in it, with
         # settings.torch_threads intra-op threads, while the event loop stays free.
         executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="inference")

@@ -7,13 +7,13 @@ Every error body has the same shape::
      "errors": [{"field": ..., "reason": ...}, ...], "request_id": "..."}
 
 Unexpected exceptions are logged with the request id and answered with a generic 500
-that carries nothing about the internals (LitServe's approach, not KServe's, which echoes
+(by ``middleware.RequestContextMiddleware``, which knows the id) that carries nothing
+about the internals (LitServe's approach, not KServe's, which echoes
 ``type(exc): str(exc)`` to the client).
 """
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -25,8 +25,6 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
 from modelgate.logging import request_id_var
-
-log = logging.getLogger("modelgate.errors")
 
 
 @dataclass(frozen=True)
@@ -178,17 +176,13 @@ async def _request_validation_error(_: Request, exc: Exception) -> Response:
     return error_response(422, InvalidInput.code, "invalid request parameters", errors)
 
 
-async def _unexpected_error(_: Request, exc: Exception) -> Response:
-    log.error(
-        "unhandled error",
-        exc_info=exc,
-        extra={"request_id": request_id_var.get()},
-    )
-    return error_response(500, "internal_error", "internal server error")
+def internal_error_body() -> bytes:
+    """The answer to an unexpected exception: nothing about what went wrong. The
+    request-id middleware sends it and logs the exception, since it knows the id."""
+    return orjson.dumps(error_body("internal_error", "internal server error"))
 
 
 def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(ModelGateError, _modelgate_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(RequestValidationError, _request_validation_error)
-    app.add_exception_handler(Exception, _unexpected_error)

@@ -1,5 +1,6 @@
 """Pure ASGI middleware (not ``BaseHTTPMiddleware``, which breaks context variables and
-costs throughput): a request id for every request and one access-log line per request."""
+costs throughput): a request id for every request, one access-log line per request, and
+the catch-all that turns an unexpected exception into a logged, generic 500."""
 
 from __future__ import annotations
 
@@ -11,9 +12,11 @@ from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from modelgate.errors import internal_error_body
 from modelgate.logging import request_id_var
 
 access_log = logging.getLogger("modelgate.access")
+errors_log = logging.getLogger("modelgate.errors")
 
 # A client's id is echoed and logged, so only a short, harmless charset is accepted.
 _VALID_REQUEST_ID = re.compile(rb"^[A-Za-z0-9._:\-]{1,128}$")
@@ -44,15 +47,31 @@ class RequestContextMiddleware:
         status = 500
         header = (b"x-request-id", request_id.encode())
 
+        status_sent = False
+
         async def send_with_id(message: Message) -> None:
-            nonlocal status
+            nonlocal status, status_sent
             if message["type"] == "http.response.start":
                 status = message["status"]
+                status_sent = True
                 message["headers"] = [*message.get("headers", []), header]
             await send(message)
 
         try:
             await self.app(scope, receive, send_with_id)
+        except Exception as exc:
+            errors_log.error("unhandled error", exc_info=exc, extra={"request_id": request_id})
+            if status_sent:
+                raise  # headers are out; the server can only drop the connection
+            status = 500
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": 500,
+                    "headers": [(b"content-type", b"application/json"), header],
+                }
+            )
+            await send({"type": "http.response.body", "body": internal_error_body()})
         finally:
             state: dict[str, Any] = scope.get("state", {})
             extra: dict[str, Any] = {

@@ -139,6 +139,11 @@ class PredictionService:
             batch_rows=batch_rows,
         )
 
+    @property
+    def queued_rows(self) -> int:
+        """Rows waiting for the model in this worker, over every model version."""
+        return sum(lane.batcher.queued_rows for lane in self._lanes.values())
+
     async def close(self) -> None:
         for lane in list(self._lanes.values()):
             await lane.batcher.close()

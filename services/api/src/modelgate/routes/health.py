@@ -59,6 +59,7 @@ async def health(
             "started_at": lifecycle.started_at.isoformat(),
             "uptime_seconds": lifecycle.uptime_seconds(),
             "last_prediction_at": last.isoformat() if last else None,
+            "queued_rows": service.queued_rows,
             "load_failures": [
                 {"model": f.name, "version": f.version, "reason": f.reason}
                 for f in repository.failures[-10:]

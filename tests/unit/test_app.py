@@ -1,0 +1,77 @@
+"""The app in-process: the error table's catch-all and readiness during shutdown."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+
+from modelgate.app import _drain_on_sigterm, create_app
+from modelgate.deps import Lifecycle
+from modelgate.service import PredictionService
+from modelgate.settings import Settings
+
+FEATURES = [35, 75000, 680, 24, 730, 85.5, 2, False, 2, 3]
+
+
+@pytest.fixture
+def client(demo_models: Path) -> TestClient:
+    app = create_app(Settings(model_repository=demo_models))
+    with TestClient(app, raise_server_exceptions=False) as c:
+        yield c  # type: ignore[misc]
+
+
+def test_unexpected_error_is_a_generic_500_logged_with_the_request_id(
+    client: TestClient, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    async def explode(*_: object) -> None:
+        raise RuntimeError("secret path /opt/internal/weights")
+
+    monkeypatch.setattr(PredictionService, "run", explode)
+    with caplog.at_level(logging.ERROR, logger="modelgate.errors"):
+        r = client.post("/predict", json={"features": FEATURES}, headers={"X-Request-ID": "rid-9"})
+    assert r.status_code == 500
+    assert r.json() == {
+        "error": "internal_error",
+        "message": "internal server error",
+        "request_id": "rid-9",
+    }
+    assert "secret" not in r.text
+    [record] = [rec for rec in caplog.records if rec.name == "modelgate.errors"]
+    assert record.request_id == "rid-9"  # type: ignore[attr-defined]
+    assert "secret path" in str(record.exc_info[1])  # type: ignore[index]
+
+
+def test_ready_is_503_once_draining(client: TestClient) -> None:
+    assert client.get("/ready").status_code == 200
+    client.app.state.lifecycle.draining = True  # type: ignore[attr-defined]
+    r = client.get("/ready")
+    assert r.status_code == 503
+    assert r.json() == {"status": "draining"}
+    assert client.get("/health").status_code == 200  # still alive, just not ready
+
+
+def test_sigterm_marks_draining_and_chains_to_the_servers_handler() -> None:
+    seen: list[int] = []
+    previous = signal.signal(signal.SIGTERM, lambda signum, _frame: seen.append(signum))
+    try:
+        lifecycle = Lifecycle()
+        _drain_on_sigterm(lifecycle)
+        os.kill(os.getpid(), signal.SIGTERM)
+        assert lifecycle.draining
+        assert seen == [signal.SIGTERM]
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def test_not_ready_without_models(tmp_path: Path) -> None:
+    app = create_app(Settings(model_repository=tmp_path))
+    with TestClient(app) as c:
+        r = c.get("/ready")
+        assert r.status_code == 503 and r.json()["status"] == "not_ready"
+        r = c.post("/predict", json={"features": FEATURES})
+        assert r.status_code == 404 and r.json()["error"] == "model_not_found"
