@@ -9,7 +9,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 WORKERS ?= 2
 
-.PHONY: help venv models run test lint fmt clean
+.PHONY: help venv models os-deps run test lint fmt clean
 
 help:
 	@echo "make run    - serve the demo models on http://$(HOST):$(PORT)"
@@ -23,6 +23,10 @@ $(STAMP): services/api/pyproject.toml
 	touch $@
 
 venv: $(STAMP)
+
+# OS packages the tests start for real (apt-get, as root, only when missing).
+os-deps:
+	scripts/os-deps.sh redis-server
 
 models/.built: $(STAMP) scripts/build_models.py
 	$(PY) scripts/build_models.py --out models
@@ -42,7 +46,7 @@ fmt: $(STAMP)
 	$(VENV)/bin/ruff format .
 	$(VENV)/bin/ruff check --fix .
 
-test: lint models
+test: lint models os-deps
 	$(PY) -m pytest
 
 clean:

@@ -18,11 +18,13 @@ from typing import Any
 from fastapi import FastAPI
 
 from modelgate import __version__
+from modelgate.cache import NullCache, PredictionCache
 from modelgate.deps import Lifecycle
 from modelgate.errors import install_error_handlers
 from modelgate.logging import configure_logging
 from modelgate.middleware import RequestContextMiddleware
 from modelgate.openapi import install_openapi
+from modelgate.rediscache import RedisCache
 from modelgate.repository import ModelRepository
 from modelgate.routes import health, models, predict
 from modelgate.runtime import configure_torch
@@ -50,6 +52,17 @@ def _drain_on_sigterm(lifecycle: Lifecycle) -> None:
         signal.signal(signal.SIGTERM, handler)
 
 
+def build_cache(settings: Settings) -> PredictionCache:
+    if not (settings.cache.enabled and settings.redis_url):
+        return NullCache()
+    return RedisCache.from_url(
+        settings.redis_url,
+        ttl_seconds=settings.cache.ttl_seconds,
+        timeout_s=settings.cache.timeout_ms / 1000,
+        breaker_s=settings.cache.breaker_seconds,
+    )
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
     configure_logging(settings.log_level)
@@ -71,7 +84,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         # One inference thread per worker: torch ops run serially in it, with
         # settings.torch_threads intra-op threads, while the event loop stays free.
         executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="inference")
-        service = PredictionService(repository, executor, settings.batching)
+        service = PredictionService(
+            repository, executor, settings.batching, cache=build_cache(settings)
+        )
         _drain_on_sigterm(lifecycle)
         log.info(
             "worker ready" if repository.ready() else "worker started without every model",

@@ -29,6 +29,10 @@ class CacheSettings(BaseModel):
 
     enabled: bool = False
     ttl_seconds: int = Field(3600, ge=1)
+    # Loopback Redis answers in well under a millisecond; past this, treat it as down.
+    timeout_ms: float = Field(50, gt=0)
+    # After a Redis failure, skip it this long: a dead Redis then costs nothing per request.
+    breaker_seconds: float = Field(5, ge=0)
 
 
 class RateLimitSettings(BaseModel):

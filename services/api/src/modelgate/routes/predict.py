@@ -12,15 +12,17 @@ import time
 import uuid
 from typing import Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Depends, Request
 from starlette.responses import Response
 
+from modelgate.auth import require_client
 from modelgate.deps import ServiceDep, SettingsDep, json_response, read_body
 from modelgate.service import BatchResult, PredictionService, elapsed_ms, now_iso
 from modelgate.settings import Settings
 from modelgate.validation import parse_json
 
-router = APIRouter(tags=["predict"])
+# Every prediction route needs a client key when keys are configured.
+router = APIRouter(tags=["predict"], dependencies=[Depends(require_client)])
 
 SINGLE = "single"
 BATCH = "batch"

@@ -1,0 +1,132 @@
+"""The prediction cache in Redis, shared by every worker of every replica.
+
+Redis trouble is a cache miss, never a failed prediction: calls have short socket
+timeouts, and after a failure a circuit breaker skips Redis entirely for
+``breaker_seconds``, so a dead Redis costs nothing per request. Values are JSON (never
+pickle); one request costs one MGET and, for misses, one pipelined round of SET EX.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+
+log = logging.getLogger("modelgate.cache")
+
+
+@dataclass
+class CircuitBreaker:
+    """Closed until a failure; then open (skip Redis) for ``cooldown`` seconds; then one
+    call is let through to probe, and a success closes it again."""
+
+    cooldown: float
+    clock: Callable[[], float] = time.monotonic
+    _open_until: float = 0.0
+
+    def allow(self) -> bool:
+        return self.clock() >= self._open_until
+
+    def failed(self) -> None:
+        self._open_until = self.clock() + self.cooldown
+
+    def succeeded(self) -> None:
+        self._open_until = 0.0
+
+    @property
+    def is_open(self) -> bool:
+        return not self.allow()
+
+
+@dataclass
+class CacheStats:
+    hits: int = 0
+    misses: int = 0
+    errors: int = 0
+    skipped: int = 0  # lookups not tried because the breaker was open
+
+
+@dataclass
+class RedisCache:
+    client: aioredis.Redis
+    ttl_seconds: int
+    breaker: CircuitBreaker
+    stats: CacheStats = field(default_factory=CacheStats)
+    # Writes happen after the answer is sent; bound them so a slow Redis can't pile up tasks.
+    max_pending_writes: int = 256
+    _pending: set[asyncio.Task[None]] = field(default_factory=set)
+
+    @classmethod
+    def from_url(
+        cls, url: str, ttl_seconds: int, timeout_s: float = 0.05, breaker_s: float = 5.0
+    ) -> RedisCache:
+        client = aioredis.Redis.from_url(
+            url,
+            socket_timeout=timeout_s,
+            socket_connect_timeout=timeout_s,
+            retry_on_timeout=False,
+            health_check_interval=0,
+        )
+        return cls(client, ttl_seconds, CircuitBreaker(breaker_s))
+
+    def _failed(self, op: str, exc: Exception) -> None:
+        self.stats.errors += 1
+        if not self.breaker.is_open:
+            log.warning(
+                "redis unavailable; caching paused",
+                extra={"op": op, "error": repr(exc), "pause_s": self.breaker.cooldown},
+            )
+        self.breaker.failed()
+
+    async def get_many(self, keys: list[str]) -> list[dict[str, Any] | None]:
+        if not self.breaker.allow():
+            self.stats.skipped += len(keys)
+            return [None] * len(keys)
+        try:
+            raw = await self.client.mget(keys)
+        except (RedisError, OSError, TimeoutError) as exc:
+            self._failed("mget", exc)
+            return [None] * len(keys)
+        self.breaker.succeeded()
+        out: list[dict[str, Any] | None] = []
+        for value in raw:
+            try:
+                out.append(orjson.loads(value) if value is not None else None)
+            except orjson.JSONDecodeError:
+                out.append(None)  # a foreign or damaged value is a miss, and is overwritten
+        hits = sum(v is not None for v in out)
+        self.stats.hits += hits
+        self.stats.misses += len(out) - hits
+        return out
+
+    async def set_many(self, items: dict[str, dict[str, Any]]) -> None:
+        if not items or not self.breaker.allow() or len(self._pending) >= self.max_pending_writes:
+            return
+        task = asyncio.get_running_loop().create_task(self._write(items))
+        self._pending.add(task)
+        task.add_done_callback(self._pending.discard)
+
+    async def _write(self, items: dict[str, dict[str, Any]]) -> None:
+        try:
+            async with self.client.pipeline(transaction=False) as pipe:
+                for key, value in items.items():
+                    pipe.set(key, orjson.dumps(value), ex=self.ttl_seconds)
+                await pipe.execute()
+        except (RedisError, OSError, TimeoutError) as exc:
+            self._failed("set", exc)
+
+    async def flush_writes(self) -> None:
+        """Wait for pending writes (tests, shutdown)."""
+        if self._pending:
+            await asyncio.gather(*self._pending, return_exceptions=True)
+
+    async def close(self) -> None:
+        await self.flush_writes()
+        await self.client.aclose()

@@ -1,0 +1,104 @@
+"""The Redis prediction cache and API keys on real replicas and a real redis-server."""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import orjson
+import pytest
+import redis
+
+from tests.conftest import RedisServer, stop_process
+from tests.integration.test_api import CHURN
+
+pytestmark = pytest.mark.integration
+
+
+def cache_env(redis_server: RedisServer, **extra: str) -> dict[str, str]:
+    return {"MODELGATE_REDIS_URL": redis_server.url, "MODELGATE_CACHE__ENABLED": "true", **extra}
+
+
+def test_hit_across_replicas_with_canonical_inputs(
+    demo_models: Path, replica_factory: Any, redis_server: RedisServer
+) -> None:
+    a = replica_factory(demo_models, workers=1, env=cache_env(redis_server))
+    b = replica_factory(demo_models, workers=1, env=cache_env(redis_server))
+    first = httpx.post(f"{a.url}/predict", json={"features": CHURN})
+    assert first.headers["x-cache"] == "MISS" and first.json()["cached"] is False
+
+    # Same instance, other key order, ints written as floats, other replica.
+    reordered = {
+        k: (float(v) if isinstance(v, int) and not isinstance(v, bool) else v)
+        for k, v in reversed(CHURN.items())
+    }
+    r = redis.Redis(port=redis_server.port)
+    deadline = time.monotonic() + 5
+    while not r.keys("pred:*") and time.monotonic() < deadline:
+        time.sleep(0.01)  # polling for the post-response write
+    second = httpx.post(f"{b.url}/predict", json={"features": reordered})
+    assert second.headers["x-cache"] == "HIT" and second.json()["cached"] is True
+    assert second.json()["probability"] == first.json()["probability"]
+
+    [key] = r.keys("pred:*")
+    sha = httpx.get(f"{a.url}/model/info").json()["sha256"]
+    assert key.decode().startswith(f"pred:churn:2:{sha[:12]}:")
+    assert orjson.loads(r.get(key))["probability"] == first.json()["probability"]
+    assert 0 < r.ttl(key) <= 3600
+
+    # A different version never answers from this entry.
+    v1 = httpx.post(f"{b.url}/models/churn/versions/1/predict", json={"features": CHURN})
+    assert v1.headers["x-cache"] == "MISS"
+
+
+def test_batch_mixes_hits_and_misses_in_order(
+    demo_models: Path, replica_factory: Any, redis_server: RedisServer
+) -> None:
+    s = replica_factory(demo_models, workers=1, env=cache_env(redis_server))
+    rows = [{**CHURN, "num_purchases": i} for i in range(4)]
+    warm = httpx.post(f"{s.url}/predict/batch", json={"instances": rows[:2]}).json()
+    r = redis.Redis(port=redis_server.port)
+    deadline = time.monotonic() + 5
+    while len(r.keys("pred:*")) < 2 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    body = httpx.post(f"{s.url}/predict/batch", json={"instances": rows}).json()
+    assert [p["cached"] for p in body["predictions"]] == [True, True, False, False]
+    assert [p["probability"] for p in body["predictions"][:2]] == [
+        p["probability"] for p in warm["predictions"]
+    ]
+
+
+def test_redis_dying_mid_run_costs_nothing_but_the_cache(
+    demo_models: Path, replica_factory: Any, redis_server: RedisServer
+) -> None:
+    s = replica_factory(demo_models, workers=1, env=cache_env(redis_server))
+    assert httpx.post(f"{s.url}/predict", json={"features": CHURN}).status_code == 200
+    stop_process(redis_server.proc)
+    started = time.monotonic()
+    for i in range(20):
+        r = httpx.post(f"{s.url}/predict", json={"features": {**CHURN, "num_returns": i}})
+        assert r.status_code == 200 and r.headers["x-cache"] == "MISS"
+    # 20 predictions with Redis gone: one 50 ms timeout at most, then the breaker is open.
+    assert time.monotonic() - started < 5
+
+
+def test_api_keys_guard_predictions_but_not_health(demo_models: Path, replica_factory: Any) -> None:
+    digest = hashlib.sha256(b"client-key-1").hexdigest()
+    s = replica_factory(
+        demo_models, workers=1, env={"MODELGATE_AUTH__API_KEY_SHA256": f'["{digest}"]'}
+    )
+    assert httpx.post(f"{s.url}/predict", json={"features": CHURN}).status_code == 401
+    wrong = httpx.post(
+        f"{s.url}/predict", json={"features": CHURN}, headers={"X-API-Key": "client-key-2"}
+    )
+    assert wrong.status_code == 403 and wrong.json()["error"] == "forbidden"
+    ok = httpx.post(
+        f"{s.url}/predict",
+        json={"features": CHURN},
+        headers={"Authorization": "Bearer client-key-1"},
+    )
+    assert ok.status_code == 200 and ok.json()["model_name"] == "churn"
+    assert httpx.get(f"{s.url}/ready").status_code == 200
