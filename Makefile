@@ -26,7 +26,7 @@ venv: $(STAMP)
 
 # OS packages the tests start for real (apt-get, as root, only when missing).
 os-deps:
-	scripts/os-deps.sh redis-server
+	scripts/os-deps.sh redis-server nginx
 
 models/.built: $(STAMP) scripts/build_models.py
 	$(PY) scripts/build_models.py --out models

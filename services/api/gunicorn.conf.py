@@ -19,6 +19,10 @@ control_socket_disable = True
 # initialised torch's thread pools is unsafe, and per-worker loading is what hot reload does.
 preload_app = False
 
+# X-Forwarded-For / -Proto are believed only from these addresses (the gateway), so a
+# client can't choose the IP that quotas are keyed on.
+forwarded_allow_ips = os.environ.get("MODELGATE_TRUSTED_PROXIES", "127.0.0.1")
+
 # A worker that blocks its event loop this long is killed and replaced.
 timeout = 60
 # On SIGTERM, workers stop accepting, finish in-flight requests, then exit; compose's
