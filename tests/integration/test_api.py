@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +53,7 @@ def test_root_names_the_service_and_links(client: httpx.Client) -> None:
     assert body["name"] == "modelgate"
     assert body["links"]["predict"] == "/predict"
     assert body["version"]
+    assert body["instance"] == socket.gethostname()  # compose sets hostname per replica
 
 
 def test_health_reports_models_and_the_refused_version(client: httpx.Client) -> None:

@@ -7,6 +7,7 @@ else in the package reads the environment.
 
 from __future__ import annotations
 
+import socket
 from pathlib import Path
 
 from pydantic import BaseModel, Field
@@ -78,5 +79,6 @@ class Settings(BaseSettings):
     auth: AuthSettings = Field(default_factory=AuthSettings)
 
     log_level: str = "INFO"
-    # Name reported by GET / and in logs; replicas of the stack set it to tell themselves apart.
-    instance: str = ""
+    # Name reported by GET /, /health and /models; defaults to the host name, which compose
+    # sets per replica (api-1, api-2, …) so that answers tell which replica served them.
+    instance: str = Field(default_factory=socket.gethostname)
