@@ -12,7 +12,7 @@ import orjson
 import pytest
 import redis
 
-from tests.conftest import RedisServer, stop_process
+from tests.conftest import RedisServer, stop_process, wait_until
 from tests.integration.test_api import CHURN
 
 pytestmark = pytest.mark.integration
@@ -36,9 +36,7 @@ def test_hit_across_replicas_with_canonical_inputs(
         for k, v in reversed(CHURN.items())
     }
     r = redis.Redis(port=redis_server.port)
-    deadline = time.monotonic() + 5
-    while not r.keys("pred:*") and time.monotonic() < deadline:
-        time.sleep(0.01)  # polling for the post-response write
+    wait_until(lambda: r.keys("pred:*"), 5, "cache write after the response")
     second = httpx.post(f"{b.url}/predict", json={"features": reordered})
     assert second.headers["x-cache"] == "HIT" and second.json()["cached"] is True
     assert second.json()["probability"] == first.json()["probability"]
@@ -61,9 +59,7 @@ def test_batch_mixes_hits_and_misses_in_order(
     rows = [{**CHURN, "num_purchases": i} for i in range(4)]
     warm = httpx.post(f"{s.url}/predict/batch", json={"instances": rows[:2]}).json()
     r = redis.Redis(port=redis_server.port)
-    deadline = time.monotonic() + 5
-    while len(r.keys("pred:*")) < 2 and time.monotonic() < deadline:
-        time.sleep(0.01)
+    wait_until(lambda: len(r.keys("pred:*")) >= 2, 5, "cache writes after the response")
     body = httpx.post(f"{s.url}/predict/batch", json={"instances": rows}).json()
     assert [p["cached"] for p in body["predictions"]] == [True, True, False, False]
     assert [p["probability"] for p in body["predictions"][:2]] == [

@@ -10,23 +10,9 @@ import pytest
 from modelgate.errors import InvalidInput, MalformedRequest
 from modelgate.manifest import Manifest
 from modelgate.validation import InputValidator, parse_json
+from tests.unit.manifests import manifest_dict
 
-MANIFEST = Manifest.model_validate(
-    {
-        "name": "m",
-        "version": "1",
-        "task": "binary_classification",
-        "format": "torch_export",
-        "file": "model.pt2",
-        "sha256": "0" * 64,
-        "inputs": [
-            {"name": "age", "dtype": "int", "min": 18, "max": 100},
-            {"name": "income", "dtype": "float", "min": 0},
-            {"name": "is_premium", "dtype": "bool"},
-        ],
-        "outputs": {"classes": ["no", "yes"]},
-    }
-)
+MANIFEST = Manifest.model_validate(manifest_dict())
 V = InputValidator(MANIFEST)
 GOOD = {"age": 35, "income": 75000.5, "is_premium": True}
 

@@ -48,14 +48,6 @@ def matches_any(key: str, digests: list[str]) -> bool:
     return found
 
 
-def client_identity(request: Request) -> str:
-    """Who is asking, for quotas: a key's digest prefix, else the client address."""
-    key = presented_key(request)
-    if key:
-        return "key:" + hashlib.sha256(key.encode()).hexdigest()[:16]
-    return "ip:" + (request.client.host if request.client else "unknown")
-
-
 async def require_client(request: Request) -> None:
     settings: Settings = request.state.settings
     digests = settings.auth.api_key_sha256
