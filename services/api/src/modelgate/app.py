@@ -24,6 +24,7 @@ from modelgate.errors import install_error_handlers
 from modelgate.logging import configure_logging
 from modelgate.middleware import RequestContextMiddleware
 from modelgate.openapi import install_openapi
+from modelgate.ratelimit import build_limiter, install_rate_limiter
 from modelgate.rediscache import RedisCache
 from modelgate.repository import ModelRepository
 from modelgate.routes import health, models, predict
@@ -112,9 +113,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.repository = None
     install_error_handlers(app)
+    limiter = build_limiter(settings)
+    install_rate_limiter(app, limiter)
     app.include_router(health.router)
     app.include_router(models.router)
-    app.include_router(predict.router)
+    app.include_router(predict.build_router(limiter, settings.rate_limit))
     install_openapi(app, lambda: app.state.repository, settings.max_batch_instances)
     app.add_middleware(RequestContextMiddleware)
     return app

@@ -10,7 +10,8 @@ from __future__ import annotations
 import socket
 from pathlib import Path
 
-from pydantic import BaseModel, Field
+from limits import parse_many
+from pydantic import BaseModel, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -40,8 +41,17 @@ class RateLimitSettings(BaseModel):
     """Per-client quotas, shared through Redis (used by the stack; off by default)."""
 
     enabled: bool = False
+    # limits' notation: "600/minute", "10/second;600/minute", …; per client, fleet-wide.
     predict: str = "600/minute"
     batch: str = "60/minute"
+    # Past this a Redis call counts as failed and the in-memory fallback takes over.
+    timeout_ms: float = Field(50, gt=0)
+
+    @field_validator("predict", "batch")
+    @classmethod
+    def _parses(cls, value: str) -> str:
+        parse_many(value)  # raises ValueError naming the bad limit
+        return value
 
 
 class AuthSettings(BaseModel):

@@ -13,16 +13,15 @@ import uuid
 from typing import Any
 
 from fastapi import APIRouter, Depends, Request
+from slowapi import Limiter
 from starlette.responses import Response
 
 from modelgate.auth import require_client
 from modelgate.deps import ServiceDep, SettingsDep, json_response, read_body
+from modelgate.ratelimit import BATCH_SCOPE, PREDICT_SCOPE
 from modelgate.service import BatchResult, PredictionService, elapsed_ms, now_iso
-from modelgate.settings import Settings
+from modelgate.settings import RateLimitSettings, Settings
 from modelgate.validation import parse_json
-
-# Every prediction route needs a client key when keys are configured.
-router = APIRouter(tags=["predict"], dependencies=[Depends(require_client)])
 
 SINGLE = "single"
 BATCH = "batch"
@@ -98,65 +97,76 @@ async def predict_batch(
     return json_response(body, headers=_headers(result))
 
 
-@router.post("/predict", name="predict", openapi_extra={"x-modelgate-body": SINGLE})
-async def predict(request: Request, service: ServiceDep, settings: SettingsDep) -> Response:
-    """Predict one instance with the default model's default version."""
-    return await predict_single(request, service, settings, None, None)
+def build_router(limiter: Limiter, limits: RateLimitSettings) -> APIRouter:
+    """The prediction routes, with this app's limiter applied per route class."""
+    # Every prediction route needs a client key when keys are configured; the key check
+    # runs first (a dependency), then the quota (the decorator), then the handler.
+    router = APIRouter(tags=["predict"], dependencies=[Depends(require_client)])
+    single_limit = limiter.shared_limit(limits.predict, scope=PREDICT_SCOPE)
+    batch_limit = limiter.shared_limit(limits.batch, scope=BATCH_SCOPE)
 
+    @router.post("/predict", name="predict", openapi_extra={"x-modelgate-body": SINGLE})
+    @single_limit
+    async def predict(request: Request, service: ServiceDep, settings: SettingsDep) -> Response:
+        """Predict one instance with the default model's default version."""
+        return await predict_single(request, service, settings, None, None)
 
-@router.post("/predict/batch", name="predict_batch", openapi_extra={"x-modelgate-body": BATCH})
-async def batch(request: Request, service: ServiceDep, settings: SettingsDep) -> Response:
-    """Predict up to ``max_batch_instances`` instances with the default model."""
-    return await predict_batch(request, service, settings, None, None)
+    @router.post("/predict/batch", name="predict_batch", openapi_extra={"x-modelgate-body": BATCH})
+    @batch_limit
+    async def batch(request: Request, service: ServiceDep, settings: SettingsDep) -> Response:
+        """Predict up to ``max_batch_instances`` instances with the default model."""
+        return await predict_batch(request, service, settings, None, None)
 
+    @router.post("/batch_predict", name="batch_predict", openapi_extra={"x-modelgate-body": BATCH})
+    @batch_limit
+    async def batch_alias(request: Request, service: ServiceDep, settings: SettingsDep) -> Response:
+        """Alias of ``POST /predict/batch`` (the tutorials' name)."""
+        return await predict_batch(request, service, settings, None, None)
 
-@router.post("/batch_predict", name="batch_predict", openapi_extra={"x-modelgate-body": BATCH})
-async def batch_alias(request: Request, service: ServiceDep, settings: SettingsDep) -> Response:
-    """Alias of ``POST /predict/batch`` (the tutorials' name)."""
-    return await predict_batch(request, service, settings, None, None)
+    @router.post(
+        "/models/{name}/predict", name="model_predict", openapi_extra={"x-modelgate-body": SINGLE}
+    )
+    @single_limit
+    async def model_predict(
+        name: str, request: Request, service: ServiceDep, settings: SettingsDep
+    ) -> Response:
+        """Predict one instance with a named model's default version."""
+        return await predict_single(request, service, settings, name, None)
 
+    @router.post(
+        "/models/{name}/predict/batch",
+        name="model_predict_batch",
+        openapi_extra={"x-modelgate-body": BATCH},
+    )
+    @batch_limit
+    async def model_batch(
+        name: str, request: Request, service: ServiceDep, settings: SettingsDep
+    ) -> Response:
+        """Batch prediction with a named model's default version."""
+        return await predict_batch(request, service, settings, name, None)
 
-@router.post(
-    "/models/{name}/predict", name="model_predict", openapi_extra={"x-modelgate-body": SINGLE}
-)
-async def model_predict(
-    name: str, request: Request, service: ServiceDep, settings: SettingsDep
-) -> Response:
-    """Predict one instance with a named model's default version."""
-    return await predict_single(request, service, settings, name, None)
+    @router.post(
+        "/models/{name}/versions/{version}/predict",
+        name="version_predict",
+        openapi_extra={"x-modelgate-body": SINGLE},
+    )
+    @single_limit
+    async def version_predict(
+        name: str, version: str, request: Request, service: ServiceDep, settings: SettingsDep
+    ) -> Response:
+        """Predict one instance with a specific model version."""
+        return await predict_single(request, service, settings, name, version)
 
+    @router.post(
+        "/models/{name}/versions/{version}/predict/batch",
+        name="version_predict_batch",
+        openapi_extra={"x-modelgate-body": BATCH},
+    )
+    @batch_limit
+    async def version_batch(
+        name: str, version: str, request: Request, service: ServiceDep, settings: SettingsDep
+    ) -> Response:
+        """Batch prediction with a specific model version."""
+        return await predict_batch(request, service, settings, name, version)
 
-@router.post(
-    "/models/{name}/predict/batch",
-    name="model_predict_batch",
-    openapi_extra={"x-modelgate-body": BATCH},
-)
-async def model_batch(
-    name: str, request: Request, service: ServiceDep, settings: SettingsDep
-) -> Response:
-    """Batch prediction with a named model's default version."""
-    return await predict_batch(request, service, settings, name, None)
-
-
-@router.post(
-    "/models/{name}/versions/{version}/predict",
-    name="version_predict",
-    openapi_extra={"x-modelgate-body": SINGLE},
-)
-async def version_predict(
-    name: str, version: str, request: Request, service: ServiceDep, settings: SettingsDep
-) -> Response:
-    """Predict one instance with a specific model version."""
-    return await predict_single(request, service, settings, name, version)
-
-
-@router.post(
-    "/models/{name}/versions/{version}/predict/batch",
-    name="version_predict_batch",
-    openapi_extra={"x-modelgate-body": BATCH},
-)
-async def version_batch(
-    name: str, version: str, request: Request, service: ServiceDep, settings: SettingsDep
-) -> Response:
-    """Batch prediction with a specific model version."""
-    return await predict_batch(request, service, settings, name, version)
+    return router

@@ -1,0 +1,108 @@
+"""Per-client quotas with slowapi, counted in Redis so that every worker of every replica
+shares them: a limit of L per window is L across the fleet.
+
+* Route classes: every single-prediction route shares the ``predict`` quota and every
+  batch route the ``batch`` quota (slowapi's ``shared_limit`` with a fixed scope), so a
+  client can't multiply its quota by calling the same model under several paths.
+* Identity: the API key when one is presented (hashed: Redis never sees a key), else the
+  client address — which is the real client's, since gunicorn trusts ``X-Forwarded-For``
+  only from the gateway (``forwarded_allow_ips``).
+* Fixed windows: one atomic INCR per request in Redis, exact across the fleet.
+* Redis trouble: short socket timeouts, then slowapi's in-memory fallback (per worker, so
+  a quota is looser until Redis comes back) and ``swallow_errors``; never a failed request.
+
+The check is synchronous (slowapi uses the blocking redis client) and runs on the event
+loop: two loopback round trips per request (the hit, and the window read behind the
+``X-RateLimit-*`` headers). The bench measures what that costs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from typing import Any
+
+from fastapi import FastAPI, Request
+from slowapi import Limiter
+from slowapi.errors import RateLimitExceeded
+from starlette.responses import Response
+
+from modelgate.auth import presented_key
+from modelgate.errors import RateLimited, error_response
+from modelgate.settings import Settings
+
+log = logging.getLogger("modelgate.ratelimit")
+
+PREDICT_SCOPE = "predict"
+BATCH_SCOPE = "batch"
+
+
+def client_identity(request: Request) -> str:
+    """Whom a quota belongs to: the API key's digest, else the client address."""
+    key = presented_key(request)
+    if key is not None:
+        return "key:" + hashlib.sha256(key.encode()).hexdigest()[:24]
+    host = request.client.host if request.client else "unknown"
+    return "ip:" + host
+
+
+def build_limiter(settings: Settings) -> Limiter:
+    limits = settings.rate_limit
+    timeout_s = limits.timeout_ms / 1000
+    if settings.redis_url:
+        storage_uri = settings.redis_url
+        options: dict[str, Any] = {
+            "socket_timeout": timeout_s,
+            "socket_connect_timeout": timeout_s,
+            "health_check_interval": 0,
+        }
+    else:
+        if limits.enabled:
+            log.warning("rate limits without Redis are per worker, not fleet-wide")
+        storage_uri, options = "memory://", {}
+    return Limiter(
+        key_func=client_identity,
+        enabled=limits.enabled,
+        strategy="fixed-window",
+        storage_uri=storage_uri,
+        storage_options=options,
+        headers_enabled=True,
+        in_memory_fallback_enabled=True,
+        swallow_errors=True,
+        key_prefix="modelgate",
+        # modelgate is configured through Settings only, never through a stray .env file.
+        config_filename="/dev/null",
+    )
+
+
+def limit_headers(limiter: Limiter, request: Request) -> dict[str, str]:
+    """``X-RateLimit-*`` and ``Retry-After`` for the limit this request was counted in."""
+    current = getattr(request.state, "view_rate_limit", None)
+    if current is None:
+        return {}
+    item, args = current
+    try:
+        reset_at, remaining = limiter.limiter.get_window_stats(item, *args)
+    except Exception:  # Redis failed between the hit and here; the 429 still stands.
+        return {"Retry-After": "1"}
+    retry_after = max(1, int(reset_at - time.time()) + 1)
+    return {
+        "X-RateLimit-Limit": str(item.amount),
+        "X-RateLimit-Remaining": str(remaining),
+        "X-RateLimit-Reset": str(int(reset_at) + 1),
+        "Retry-After": str(retry_after),
+    }
+
+
+async def _rate_limited(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, RateLimitExceeded)
+    limiter: Limiter = request.app.state.limiter
+    headers = limit_headers(limiter, request)
+    message = f"rate limit exceeded: {exc.detail}; retry after {headers['Retry-After']}s"
+    return error_response(429, RateLimited.code, message, headers=headers)
+
+
+def install_rate_limiter(app: FastAPI, limiter: Limiter) -> None:
+    app.state.limiter = limiter
+    app.add_exception_handler(RateLimitExceeded, _rate_limited)
