@@ -21,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
+from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -71,8 +72,8 @@ def build_limiter(settings: Settings) -> Limiter:
         in_memory_fallback_enabled=True,
         swallow_errors=True,
         key_prefix="modelgate",
-        # modelgate is configured through Settings only, never through a stray .env file.
-        config_filename="/dev/null",
+        # Not a stray .env in the working directory: see slowapi.env.
+        config_filename=str(Path(__file__).with_name("slowapi.env")),
     )
 
 
