@@ -19,6 +19,7 @@ from fastapi import FastAPI
 
 from modelgate import __version__
 from modelgate.cache import NullCache, PredictionCache
+from modelgate.control import FleetControl
 from modelgate.deps import Lifecycle
 from modelgate.errors import install_error_handlers
 from modelgate.logging import configure_logging
@@ -27,7 +28,7 @@ from modelgate.openapi import install_openapi
 from modelgate.ratelimit import build_limiter, install_rate_limiter
 from modelgate.rediscache import RedisCache
 from modelgate.repository import ModelRepository
-from modelgate.routes import health, models, predict
+from modelgate.routes import admin, health, models, predict
 from modelgate.runtime import configure_torch
 from modelgate.service import PredictionService
 from modelgate.settings import Settings
@@ -88,6 +89,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         service = PredictionService(
             repository, executor, settings.batching, cache=build_cache(settings)
         )
+        # Catch up with fleet-wide loads/unloads before serving, then follow them.
+        control = FleetControl(repository, settings.redis_url, settings.instance)
+        await control.start()
         _drain_on_sigterm(lifecycle)
         log.info(
             "worker ready" if repository.ready() else "worker started without every model",
@@ -99,9 +103,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 "repository": repository,
                 "service": service,
                 "lifecycle": lifecycle,
+                "control": control,
             }
         finally:
             lifecycle.draining = True
+            await control.stop()
             await service.close()
             executor.shutdown(wait=True)
 
@@ -118,6 +124,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(health.router)
     app.include_router(models.router)
     app.include_router(predict.build_router(limiter, settings.rate_limit))
+    app.include_router(admin.router)
     install_openapi(app, lambda: app.state.repository, settings.max_batch_instances)
     app.add_middleware(RequestContextMiddleware)
     return app

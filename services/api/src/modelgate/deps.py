@@ -11,6 +11,7 @@ import orjson
 from fastapi import Depends, Request
 from starlette.responses import Response
 
+from modelgate.control import FleetControl
 from modelgate.errors import ModelGateError
 from modelgate.repository import ModelRepository
 from modelgate.service import PredictionService
@@ -45,10 +46,15 @@ def _lifecycle(request: Request) -> Lifecycle:
     return request.state.lifecycle  # type: ignore[no-any-return]
 
 
+def _control(request: Request) -> FleetControl:
+    return request.state.control  # type: ignore[no-any-return]
+
+
 SettingsDep = Annotated[Settings, Depends(_settings)]
 RepositoryDep = Annotated[ModelRepository, Depends(_repository)]
 ServiceDep = Annotated[PredictionService, Depends(_service)]
 LifecycleDep = Annotated[Lifecycle, Depends(_lifecycle)]
+ControlDep = Annotated[FleetControl, Depends(_control)]
 
 
 class PayloadTooLarge(ModelGateError):

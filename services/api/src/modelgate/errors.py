@@ -70,6 +70,13 @@ class ModelNotFound(ModelGateError):
     code = "model_not_found"
 
 
+class ModelRefused(ModelGateError):
+    """An admin asked for a version that fails verification (sha256, archive, warm-up)."""
+
+    status_code = 422
+    code = "model_refused"
+
+
 class ModelNotReady(ModelGateError):
     status_code = 503
     code = "model_not_ready"

@@ -136,6 +136,21 @@ class ModelRepository:
         }
         return loaded
 
+    def make_default(self, name: str, version: str) -> LoadedModel:
+        """Answer with ``version`` by default, loading it only when it isn't already loaded
+        from the file its manifest names (same sha256). What fleet-wide loads apply."""
+        manifest = self.read_manifest(name, version)
+        entry = self._models.get(name)
+        current = entry.versions.get(version) if entry else None
+        if entry is None or current is None or current.sha256 != manifest.sha256:
+            loaded = self.load_version(name, version)
+        else:
+            self._models = {**self._models, name: replace(entry, default_version=version)}
+            loaded = current
+        if name not in self.configured:
+            self.configured = [*self.configured, name]
+        return loaded
+
     def unload_version(self, name: str, version: str | None = None) -> None:
         """Drop one version (or the whole model); the default falls back to the highest left."""
         entry = self.entry(name)

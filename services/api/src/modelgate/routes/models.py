@@ -7,7 +7,7 @@ from typing import Any
 from fastapi import APIRouter
 from starlette.responses import Response
 
-from modelgate.deps import RepositoryDep, SettingsDep, json_response
+from modelgate.deps import ControlDep, RepositoryDep, SettingsDep, json_response
 from modelgate.repository import ModelEntry
 from modelgate.runtime import LoadedModel
 
@@ -59,10 +59,19 @@ async def list_models(repository: RepositoryDep, settings: SettingsDep) -> Respo
 
 
 @router.get("/models/{name}")
-async def get_model(name: str, repository: RepositoryDep, settings: SettingsDep) -> Response:
-    """One model: every loaded version with its manifest, inputs and training metadata."""
+async def get_model(
+    name: str, repository: RepositoryDep, settings: SettingsDep, control: ControlDep
+) -> Response:
+    """One model: every loaded version with its manifest, inputs and training metadata,
+    and ``fleet``: the version every live worker of every replica runs (from Redis)."""
     entry = repository.entry(name)
-    return json_response({"instance": settings.instance, **describe_entry(entry, full=True)})
+    return json_response(
+        {
+            "instance": settings.instance,
+            **describe_entry(entry, full=True),
+            "fleet": await control.fleet(name),
+        }
+    )
 
 
 @router.get("/model/info")

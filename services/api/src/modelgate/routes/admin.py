@@ -1,0 +1,97 @@
+"""Admin routes: fleet-wide load and unload of model versions (admin key only).
+
+They answer 404 while no admin key is configured, so a deployment without one has no
+admin surface at all. The gateway passes ``/admin/`` through to a replica (see the nginx
+template); the admin key is what guards it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from fastapi import APIRouter, Depends, Request
+from starlette.responses import Response
+
+from modelgate.auth import require_admin
+from modelgate.control import Command, FleetControl, Outcome, verify_version
+from modelgate.deps import ControlDep, RepositoryDep, json_response, read_body
+from modelgate.errors import FieldError, InvalidInput, ModelNotFound
+from modelgate.validation import parse_json
+
+router = APIRouter(prefix="/admin", tags=["admin"], dependencies=[Depends(require_admin)])
+
+_MAX_ADMIN_BODY = 4096
+
+
+async def _version_field(request: Request, required: bool) -> str | None:
+    """``{"version": "2"}``; an empty body is allowed when the version is optional."""
+    raw = await read_body(request, _MAX_ADMIN_BODY)
+    payload = parse_json(raw) if raw.strip() else {}
+    if not isinstance(payload, dict):
+        raise InvalidInput.for_fields([FieldError("body", "must be a JSON object")])
+    unknown = sorted(set(payload) - {"version"})
+    if unknown:
+        raise InvalidInput.for_fields([FieldError(k, "unknown field") for k in unknown])
+    version = payload.get("version")
+    if version is None:
+        if required:
+            raise InvalidInput.for_fields([FieldError("version", "field required")])
+        return None
+    if isinstance(version, int) and not isinstance(version, bool):
+        version = str(version)
+    if not isinstance(version, str) or not version.isdigit():
+        raise InvalidInput.for_fields(
+            [FieldError("version", 'must be a version number such as "2"')]
+        )
+    return version
+
+
+def _answer(
+    command: Command, entry_id: str, outcome: Outcome, control: FleetControl, **extra: Any
+) -> Response:
+    return json_response(
+        {
+            "action": command.action,
+            "model": command.model,
+            "version": command.version,
+            **extra,
+            "command_id": entry_id,
+            "propagated": control.propagates,
+            "applied_here": outcome.applied,
+            "detail": outcome.detail,
+            "instance": control.instance,
+        }
+    )
+
+
+@router.post("/models/{name}/load")
+async def load(
+    name: str, request: Request, repository: RepositoryDep, control: ControlDep
+) -> Response:
+    """Verify a version, then make it the default on every worker of every replica."""
+    version = await _version_field(request, required=True)
+    assert version is not None
+    # Verified here before the fleet hears of it: a refused version is never published,
+    # so every replica stays on what it had.
+    sha256 = await asyncio.to_thread(verify_version, repository, name, version)
+    command = control.command("load", name, version)
+    entry_id, outcome = await control.issue(command)
+    return _answer(command, entry_id, outcome, control, sha256=sha256)
+
+
+@router.post("/models/{name}/unload")
+async def unload(
+    name: str,
+    request: Request,
+    repository: RepositoryDep,
+    control: ControlDep,
+) -> Response:
+    """Stop serving one version (``{"version": "1"}``) or, without a body, the whole model."""
+    version = await _version_field(request, required=False)
+    entry = repository.entry(name)
+    if version is not None and version not in entry.versions:
+        raise ModelNotFound(f"model {name!r} has no loaded version {version!r}")
+    command = control.command("unload", name, version)
+    entry_id, outcome = await control.issue(command)
+    return _answer(command, entry_id, outcome, control)
