@@ -8,11 +8,15 @@ FIND_LINKS := $(if $(wildcard /opt/wheels),--find-links /opt/wheels)
 HOST ?= 127.0.0.1
 PORT ?= 8000
 WORKERS ?= 2
+MODELGATE := $(VENV)/bin/modelgate
 
-.PHONY: help venv models os-deps run test lint fmt clean
+.PHONY: help venv models os-deps run up down status serve test lint fmt clean
 
 help:
-	@echo "make run    - serve the demo models on http://$(HOST):$(PORT)"
+	@echo "make run    - the native stack in the foreground: gateway on http://127.0.0.1:8080"
+	@echo "              (redis, 3 replicas, nginx, prometheus); Ctrl-C stops it all"
+	@echo "make up     - the same in the background; make status, make down"
+	@echo "make serve  - one replica alone on http://$(HOST):$(PORT)"
 	@echo "make test   - lint, type-check and run every test tier"
 	@echo "make models - (re)build the demo model repository in models/"
 
@@ -24,9 +28,9 @@ $(STAMP): services/api/pyproject.toml
 
 venv: $(STAMP)
 
-# OS packages the tests start for real (apt-get, as root, only when missing).
+# OS packages the stack and the tests run for real (apt-get, as root, only when missing).
 os-deps:
-	scripts/os-deps.sh redis-server nginx
+	scripts/os-deps.sh redis-server nginx prometheus promtool
 
 models/.built: $(STAMP) scripts/build_models.py
 	$(PY) scripts/build_models.py --out models
@@ -34,8 +38,20 @@ models/.built: $(STAMP) scripts/build_models.py
 
 models: models/.built
 
-run: models
-	$(VENV)/bin/modelgate serve --model-repository models --host $(HOST) --port $(PORT) --workers $(WORKERS)
+run: models os-deps
+	$(MODELGATE) stack up --model-repository models
+
+up: models os-deps
+	$(MODELGATE) stack up --detach --model-repository models
+
+down: $(STAMP)
+	$(MODELGATE) stack down
+
+status: $(STAMP)
+	$(MODELGATE) stack status
+
+serve: models
+	$(MODELGATE) serve --model-repository models --host $(HOST) --port $(PORT) --workers $(WORKERS)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
@@ -50,4 +66,5 @@ test: lint models os-deps
 	$(PY) -m pytest
 
 clean:
-	rm -rf models .pytest_cache .mypy_cache .ruff_cache
+	-test -x $(MODELGATE) && $(MODELGATE) stack down
+	rm -rf models .stack .pytest_cache .mypy_cache .ruff_cache

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import time
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +51,8 @@ def test_quota_is_exact_across_replicas_and_workers(
     assert body["error"] == "rate_limited" and "10 per 1 minute" in body["message"]
     assert body["request_id"] == denied.headers["x-request-id"]
     assert 1 <= int(denied.headers["retry-after"]) <= 61
+    assert "retry-after" not in ok[0].headers
+    assert int(ok[0].headers["x-ratelimit-reset"]) > time.time()
     assert denied.headers["x-ratelimit-remaining"] == "0"
 
     # Batch routes have their own quota, and other clients theirs.

@@ -3,6 +3,8 @@
 ``modelgate serve`` runs one replica: a gunicorn master with W uvicorn workers, each
 building its own app with ``create_app()``. Options become ``MODELGATE_*`` environment
 variables, so the workers read them through ``Settings`` like any other deployment.
+
+``modelgate stack up|down|status`` runs the whole native stack (see ``stack.py``).
 """
 
 from __future__ import annotations
@@ -58,7 +60,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--instance", default="", help="name shown in /health and /models")
     p.set_defaults(func=serve)
+
+    s = sub.add_parser("stack", help="the native stack: redis, 3 replicas, nginx, prometheus")
+    s.add_argument("action", choices=["up", "down", "status"])
+    s.add_argument("--detach", action="store_true", help="up: return once everything is ready")
+    s.add_argument("--model-repository", default=None)
+    s.set_defaults(func=stack)
     return parser
+
+
+def stack(args: argparse.Namespace) -> int:
+    from modelgate import stack as native_stack  # only this command needs yaml and friends
+
+    return native_stack.main(args)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -18,9 +18,11 @@ loop: two loopback round trips per request (the hit, and the window read behind 
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -68,7 +70,8 @@ def build_limiter(settings: Settings) -> Limiter:
         strategy="fixed-window",
         storage_uri=storage_uri,
         storage_options=options,
-        headers_enabled=True,
+        # Headers are ours (limit_headers): integer reset times, and Retry-After only on 429.
+        headers_enabled=False,
         in_memory_fallback_enabled=True,
         swallow_errors=True,
         key_prefix="modelgate",
@@ -77,29 +80,52 @@ def build_limiter(settings: Settings) -> Limiter:
     )
 
 
-def limit_headers(limiter: Limiter, request: Request) -> dict[str, str]:
-    """``X-RateLimit-*`` and ``Retry-After`` for the limit this request was counted in."""
+def limit_headers(limiter: Limiter, request: Request, denied: bool) -> dict[str, str]:
+    """``X-RateLimit-*`` (and ``Retry-After`` when ``denied``) for the limit this request
+    was counted in."""
     current = getattr(request.state, "view_rate_limit", None)
     if current is None:
         return {}
     item, args = current
     try:
         reset_at, remaining = limiter.limiter.get_window_stats(item, *args)
-    except Exception:  # Redis failed between the hit and here; the 429 still stands.
-        return {"Retry-After": "1"}
-    retry_after = max(1, int(reset_at - time.time()) + 1)
-    return {
+    except Exception:  # Redis failed between the hit and here: the answer stands.
+        return {"Retry-After": "1"} if denied else {}
+    headers = {
         "X-RateLimit-Limit": str(item.amount),
         "X-RateLimit-Remaining": str(remaining),
-        "X-RateLimit-Reset": str(int(reset_at) + 1),
-        "Retry-After": str(retry_after),
+        "X-RateLimit-Reset": str(int(reset_at) + 1),  # epoch seconds
     }
+    if denied:
+        headers["Retry-After"] = str(max(1, int(reset_at - time.time()) + 1))
+    return headers
+
+
+Endpoint = Callable[..., Awaitable[Response]]
+
+
+def quota(limiter: Limiter, limit: str, scope: str) -> Callable[[Endpoint], Endpoint]:
+    """slowapi's shared limit for a route class, plus ``X-RateLimit-*`` on every answer."""
+    shared = limiter.shared_limit(limit, scope=scope)
+
+    def decorate(endpoint: Endpoint) -> Endpoint:
+        checked = shared(endpoint)
+
+        @functools.wraps(endpoint)
+        async def with_headers(*args: Any, **kwargs: Any) -> Response:
+            response: Response = await checked(*args, **kwargs)
+            response.headers.update(limit_headers(limiter, kwargs["request"], denied=False))
+            return response
+
+        return with_headers
+
+    return decorate
 
 
 async def _rate_limited(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, RateLimitExceeded)
     limiter: Limiter = request.app.state.limiter
-    headers = limit_headers(limiter, request)
+    headers = limit_headers(limiter, request, denied=True)
     message = f"rate limit exceeded: {exc.detail}; retry after {headers['Retry-After']}s"
     return error_response(429, RateLimited.code, message, headers=headers)
 

@@ -18,7 +18,7 @@ from starlette.responses import Response
 
 from modelgate.auth import require_client
 from modelgate.deps import ServiceDep, SettingsDep, json_response, read_body
-from modelgate.ratelimit import BATCH_SCOPE, PREDICT_SCOPE
+from modelgate.ratelimit import BATCH_SCOPE, PREDICT_SCOPE, quota
 from modelgate.service import BatchResult, PredictionService, elapsed_ms, now_iso
 from modelgate.settings import RateLimitSettings, Settings
 from modelgate.validation import parse_json
@@ -102,8 +102,8 @@ def build_router(limiter: Limiter, limits: RateLimitSettings) -> APIRouter:
     # Every prediction route needs a client key when keys are configured; the key check
     # runs first (a dependency), then the quota (the decorator), then the handler.
     router = APIRouter(tags=["predict"], dependencies=[Depends(require_client)])
-    single_limit = limiter.shared_limit(limits.predict, scope=PREDICT_SCOPE)
-    batch_limit = limiter.shared_limit(limits.batch, scope=BATCH_SCOPE)
+    single_limit = quota(limiter, limits.predict, PREDICT_SCOPE)
+    batch_limit = quota(limiter, limits.batch, BATCH_SCOPE)
 
     @router.post("/predict", name="predict", openapi_extra={"x-modelgate-body": SINGLE})
     @single_limit

@@ -1,0 +1,453 @@
+"""The native stack: what ``docker compose up`` runs, as local processes on loopback.
+
+``modelgate stack up`` starts redis-server, three replicas (``modelgate serve``), nginx as
+the gateway and prometheus, each waited on until it answers, from the same files under
+``infra/`` that compose uses (rendered for 127.0.0.1 and this stack's ports). In the
+foreground it stays until Ctrl-C or until a process dies, then stops everything it
+started; with ``--detach`` it returns and ``modelgate stack down`` stops it later. Every
+PID is recorded in ``<dir>/stack.json``; nothing is ever stopped by name.
+
+Each process runs in its own session, so Ctrl-C reaches only this supervisor, which then
+stops the others in reverse order: prometheus, the gateway (no new requests), the
+replicas (which finish what is in flight), and Redis last.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from modelgate.infra import gateway_values, render_native_gateway
+
+STATE_FILE = "stack.json"
+START_TIMEOUT_S = 120.0
+STOP_TIMEOUT_S = 30.0
+
+
+def checkout_root() -> Path:
+    """The repository checkout this package runs from (infra/ lives there)."""
+    return Path(__file__).resolve().parents[4]
+
+
+def _env_int(name: str, default: int) -> int:
+    return int(os.environ.get(name, default))
+
+
+@dataclass
+class StackConfig:
+    """Ports and paths; every default can be overridden by a MODELGATE_STACK_* variable."""
+
+    dir: Path
+    infra: Path
+    model_repository: Path
+    host: str = "127.0.0.1"
+    gateway_port: int = 8080
+    gateway_status_port: int = 8089
+    replica_ports: list[int] = field(default_factory=lambda: [8001, 8002, 8003])
+    redis_port: int = 6390
+    prometheus_port: int = 9090
+    workers: int = 2
+
+    @classmethod
+    def from_env(cls, args: argparse.Namespace | None = None) -> StackConfig:
+        root = checkout_root()
+        e = os.environ
+        ports = e.get("MODELGATE_STACK_REPLICA_PORTS", "8001,8002,8003")
+        repo = getattr(args, "model_repository", None) or e.get(
+            "MODELGATE_MODEL_REPOSITORY", str(root / "models")
+        )
+        return cls(
+            dir=Path(e.get("MODELGATE_STACK_DIR", str(root / ".stack"))).resolve(),
+            infra=Path(e.get("MODELGATE_STACK_INFRA", str(root / "infra"))).resolve(),
+            model_repository=Path(repo).resolve(),
+            gateway_port=_env_int("MODELGATE_STACK_GATEWAY_PORT", 8080),
+            gateway_status_port=_env_int("MODELGATE_STACK_GATEWAY_STATUS_PORT", 8089),
+            replica_ports=[int(p) for p in ports.split(",") if p.strip()],
+            redis_port=_env_int("MODELGATE_STACK_REDIS_PORT", 6390),
+            prometheus_port=_env_int("MODELGATE_STACK_PROMETHEUS_PORT", 9090),
+            workers=_env_int("MODELGATE_STACK_WORKERS", 2),
+        )
+
+    def url(self, port: int) -> str:
+        return f"http://{self.host}:{port}"
+
+    @property
+    def gateway_url(self) -> str:
+        return self.url(self.gateway_port)
+
+    @property
+    def redis_url(self) -> str:
+        return f"redis://{self.host}:{self.redis_port}/0"
+
+    def all_ports(self) -> list[int]:
+        return [
+            self.redis_port,
+            *self.replica_ports,
+            self.gateway_port,
+            self.gateway_status_port,
+            self.prometheus_port,
+        ]
+
+
+# --- readiness probes -------------------------------------------------------------------
+
+
+def http_ok(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as response:  # noqa: S310 - loopback URL
+            return int(response.status) == 200
+    except OSError:
+        return False
+
+
+def redis_ok(host: str, port: int) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=1) as s:
+            s.sendall(b"PING\r\n")
+            return s.recv(16).startswith(b"+PONG")
+    except OSError:
+        return False
+
+
+def port_free(host: str, port: int) -> bool:
+    """Nothing listens there. (SO_REUSEADDR as the servers use it: connections of a stack
+    that just stopped linger in TIME_WAIT but don't stop a new one from listening.)"""
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+        except OSError:
+            return False
+        return True
+
+
+def which(program: str) -> str:
+    found = shutil.which(program) or next(
+        (p for p in (f"/usr/sbin/{program}", f"/usr/bin/{program}") if os.access(p, os.X_OK)),
+        None,
+    )
+    if found is None:
+        raise StackError(f"{program} is not installed (make run installs it with apt-get)")
+    return found
+
+
+class StackError(RuntimeError):
+    pass
+
+
+# --- what runs ----------------------------------------------------------------------------
+
+
+def render_prometheus(config: StackConfig) -> Path:
+    """infra/prometheus/prometheus.yml with compose's service names mapped to loopback."""
+    source = yaml.safe_load((config.infra / "prometheus" / "prometheus.yml").read_text())
+    targets = {f"api-{i}:8000": f"{config.host}:{p}" for i, p in enumerate(config.replica_ports, 1)}
+    for job in source.get("scrape_configs", []):
+        for static in job.get("static_configs", []):
+            static["targets"] = [targets.get(t, t) for t in static["targets"]]
+    rules = source.get("rule_files", [])
+    source["rule_files"] = [str(config.infra / "prometheus" / r) for r in rules]
+    out = config.dir / "prometheus.yml"
+    out.write_text(yaml.safe_dump(source, sort_keys=False))
+    return out
+
+
+def replica_env(config: StackConfig, instance: str) -> dict[str, str]:
+    """What compose sets for each api service; the caller's MODELGATE_* settings win."""
+    defaults = {
+        "MODELGATE_REDIS_URL": config.redis_url,
+        "MODELGATE_CACHE__ENABLED": "true",
+        "MODELGATE_RATE_LIMIT__ENABLED": "true",
+        "MODELGATE_TRUSTED_PROXIES": config.host,
+    }
+    return {**defaults, **os.environ, "MODELGATE_INSTANCE": instance}
+
+
+def probes(config: StackConfig) -> dict[str, tuple[Callable[[], bool], str]]:
+    """How to tell each service is ready, and its address: for ``up`` and ``status``."""
+    h = config.host
+    table: dict[str, tuple[Callable[[], bool], str]] = {
+        "redis": (lambda: redis_ok(h, config.redis_port), config.redis_url)
+    }
+    for i, port in enumerate(config.replica_ports, 1):
+        url = config.url(port)
+        table[f"api-{i}"] = (lambda u=url: http_ok(f"{u}/ready"), url)  # type: ignore[misc]
+    # Ready through the gateway means: nginx answers and reaches a ready replica.
+    table["gateway"] = (lambda: http_ok(f"{config.gateway_url}/ready"), config.gateway_url)
+    prom = config.url(config.prometheus_port)
+    table["prometheus"] = (lambda: http_ok(f"{prom}/-/ready"), prom)
+    return table
+
+
+def commands(config: StackConfig) -> list[tuple[str, list[str], dict[str, str]]]:
+    """Everything the stack runs, in start order: name, argv, environment (empty: ours)."""
+    logs = config.dir / "logs"
+    h = config.host
+    redis = [
+        which("redis-server"),
+        "--bind", h, "--port", str(config.redis_port),
+        "--save", "", "--appendonly", "no", "--dir", str(config.dir),
+        # Only keys with a TTL (cache entries, quota windows) may be evicted: never the
+        # model-control stream.
+        "--maxmemory", "256mb", "--maxmemory-policy", "volatile-lru",
+        "--logfile", str(logs / "redis.log"),
+    ]  # fmt: skip
+    serve = [str(Path(sys.executable).with_name("modelgate")), "serve", "--host", h]
+    serve += ["--model-repository", str(config.model_repository)]
+    serve += ["--workers", str(config.workers)]
+    replicas = [
+        (f"api-{i}", [*serve, "--port", str(port)], replica_env(config, f"api-{i}"))
+        for i, port in enumerate(config.replica_ports, 1)
+    ]
+    values = gateway_values(
+        listen=f"{h}:{config.gateway_port}",
+        status_listen=f"{h}:{config.gateway_status_port}",
+        upstreams=[f"{h}:{p}" for p in config.replica_ports],
+        access_log=str(logs / "gateway-access.log"),
+    )
+    nginx_conf = render_native_gateway(config.infra, config.dir / "nginx", values)
+    gateway = [which("nginx"), "-c", str(nginx_conf), "-e", str(logs / "gateway-error.log")]
+    prometheus = [
+        which("prometheus"),
+        f"--config.file={render_prometheus(config)}",
+        f"--storage.tsdb.path={config.dir / 'prometheus-data'}",
+        f"--web.listen-address={h}:{config.prometheus_port}",
+        "--storage.tsdb.retention.time=2d",
+    ]
+    return [
+        ("redis", redis, {}),
+        *replicas,
+        ("gateway", gateway, {}),
+        ("prometheus", prometheus, {}),
+    ]
+
+
+# --- starting and stopping ----------------------------------------------------------------
+
+
+def _wait_ready(
+    name: str, ready: Callable[[], bool], proc: subprocess.Popen[bytes], log: Path
+) -> None:
+    deadline = time.monotonic() + START_TIMEOUT_S
+    while not ready():
+        if proc.poll() is not None:
+            tail = log.read_text(errors="replace")[-3000:] if log.exists() else ""
+            raise StackError(f"{name} exited with {proc.returncode}:\n{tail}")
+        if time.monotonic() > deadline:
+            raise StackError(f"{name} not ready after {START_TIMEOUT_S:.0f}s")
+        time.sleep(0.1)  # polling interval
+
+
+def start_ticks(pid: int) -> int | None:
+    """When ``pid`` started (clock ticks since boot), or None if there is no such process.
+    Together with the PID it names one process: a reused PID has another start time.
+    (Names don't work: redis, nginx and gunicorn all rewrite their command lines.)"""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = stat[stat.rindex(")") + 2 :].split()
+    if fields[0] == "Z":  # exited, waiting to be reaped
+        return None
+    return int(fields[19])
+
+
+def _alive(pid: int, started: int) -> bool:
+    return start_ticks(pid) == started
+
+
+def group_members(pgid: int) -> list[int]:
+    """Live processes in process group ``pgid`` (each service runs in its own session)."""
+    members = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        fields = stat[stat.rindex(")") + 2 :].split()
+        if fields[0] != "Z" and int(fields[2]) == pgid:
+            members.append(int(entry.name))
+    return members
+
+
+def stop_pid(pid: int, started: int, timeout: float = STOP_TIMEOUT_S) -> None:
+    """SIGTERM, wait, then SIGKILL: by PID only, and only if it is still ours. Then wait
+    for its workers (same process group) too, so that nothing outlives ``down``."""
+    if not _alive(pid, started):
+        return
+    os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while _alive(pid, started):
+        with_child_reaped(pid)
+        if time.monotonic() > deadline:
+            os.kill(pid, signal.SIGKILL)
+            deadline += timeout
+        time.sleep(0.05)  # polling interval
+    with_child_reaped(pid)
+    deadline = time.monotonic() + 5
+    while members := group_members(pid):
+        if time.monotonic() > deadline:
+            for member in members:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(member, signal.SIGKILL)
+        time.sleep(0.05)  # polling interval
+
+
+def with_child_reaped(pid: int) -> None:
+    """Reap ``pid`` if it is our child and has exited (else it lingers as a zombie)."""
+    with contextlib.suppress(ChildProcessError):
+        os.waitpid(pid, os.WNOHANG)
+
+
+@dataclass
+class Running:
+    name: str
+    pid: int
+    started: int  # start time in clock ticks, see start_ticks
+    url: str
+
+
+def read_state(config: StackConfig) -> list[Running]:
+    path = config.dir / STATE_FILE
+    if not path.exists():
+        return []
+    raw: dict[str, Any] = json.loads(path.read_text())
+    return [Running(**p) for p in raw["processes"]]
+
+
+def write_state(config: StackConfig, running: list[Running]) -> None:
+    data = {"processes": [r.__dict__ for r in running], "gateway": config.gateway_url}
+    (config.dir / STATE_FILE).write_text(json.dumps(data, indent=2))
+
+
+def stop_all(config: StackConfig, running: list[Running]) -> None:
+    for r in reversed(running):
+        stop_pid(r.pid, r.started)
+    (config.dir / STATE_FILE).unlink(missing_ok=True)
+
+
+def start_all(config: StackConfig) -> list[Running]:
+    if any(_alive(r.pid, r.started) for r in read_state(config)):
+        raise StackError(f"a stack already runs from {config.dir} (modelgate stack down)")
+    busy = [p for p in config.all_ports() if not port_free(config.host, p)]
+    if busy:
+        raise StackError(f"ports in use on {config.host}: {busy} (another stack or server?)")
+    if not config.model_repository.is_dir():
+        raise StackError(f"no model repository at {config.model_repository} (make models)")
+    (config.dir / "logs").mkdir(parents=True, exist_ok=True)
+    running: list[Running] = []
+    table = probes(config)
+    try:
+        for name, argv, env in commands(config):
+            ready, url = table[name]
+            log = config.dir / "logs" / f"{name}.log"
+            with log.open("ab") as out:
+                proc = subprocess.Popen(  # noqa: S603 - our argv, no shell
+                    argv,
+                    stdin=subprocess.DEVNULL,
+                    stdout=out,
+                    stderr=subprocess.STDOUT,
+                    env=env or None,
+                    start_new_session=True,
+                )
+            running.append(Running(name, proc.pid, start_ticks(proc.pid) or -1, url))
+            write_state(config, running)
+            _wait_ready(name, ready, proc, log)
+            print(f"  {name:<11} ready  {url}", flush=True)  # noqa: T201
+    except BaseException:
+        stop_all(config, running)
+        raise
+    return running
+
+
+def _banner(config: StackConfig) -> str:
+    gw = config.gateway_url
+    return (
+        f"\nmodelgate is up. Gateway: {gw}\n"
+        f"  try:        curl -s {gw}/models/churn/predict "
+        f"-d '{{\"features\": [35,75000,680,24,730,85.5,2,false,2,3]}}'\n"
+        f"  API docs:   {gw}/docs\n"
+        f"  Prometheus: {config.url(config.prometheus_port)}\n"
+        f"  logs:       {config.dir / 'logs'}\n"
+    )
+
+
+def up(config: StackConfig, detach: bool) -> int:
+    print(f"starting the native stack from {config.dir}", flush=True)  # noqa: T201
+    stop = threading.Event()
+    # Until the supervisor decides, Ctrl-C and SIGTERM only ask it to stop.
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    try:
+        running = start_all(config)
+    except StackError as exc:
+        sys.stderr.write(f"modelgate stack: {exc}\n")
+        return 1
+    print(_banner(config), flush=True)  # noqa: T201
+    if detach:
+        print("running in the background; stop it with: make down", flush=True)  # noqa: T201
+        return 0
+    print("Ctrl-C stops every process of the stack.", flush=True)  # noqa: T201
+    died: Running | None = None
+    while not stop.wait(0.5):
+        died = next((r for r in running if not _alive(r.pid, r.started)), None)
+        if died is not None:
+            break
+    if died is not None:
+        sys.stderr.write(f"modelgate stack: {died.name} (pid {died.pid}) exited; stopping\n")
+    print("stopping…", flush=True)  # noqa: T201
+    stop_all(config, running)
+    return 1 if died is not None else 0
+
+
+def down(config: StackConfig) -> int:
+    running = read_state(config)
+    if not running:
+        print(f"no stack recorded in {config.dir}")  # noqa: T201
+        return 0
+    stop_all(config, running)
+    print(f"stopped {len(running)} processes")  # noqa: T201
+    return 0
+
+
+def status(config: StackConfig) -> int:
+    running = read_state(config)
+    if not running:
+        print(f"no stack recorded in {config.dir}")  # noqa: T201
+        return 3
+    table = probes(config)
+    healthy = True
+    for r in running:
+        alive = _alive(r.pid, r.started)
+        ready = alive and r.name in table and table[r.name][0]()
+        healthy &= ready
+        state = "ready" if ready else ("running, not ready" if alive else "not running")
+        print(f"{r.name:<11} pid {r.pid:<8} {state:<19} {r.url}")  # noqa: T201
+    return 0 if healthy else 1
+
+
+def main(args: argparse.Namespace) -> int:
+    config = StackConfig.from_env(args)
+    if args.action == "up":
+        return up(config, args.detach)
+    if args.action == "down":
+        return down(config)
+    return status(config)
