@@ -50,3 +50,22 @@ logconfig_dict = {
         "gunicorn.access": {"level": "WARNING", "handlers": [], "propagate": True},
     },
 }
+
+
+def post_fork(server, worker):  # type: ignore[no-untyped-def]
+    """Tie each worker's life to the master's. uvicorn workers don't watch their parent,
+    so if the master is killed outright (OOM killer, SIGKILL) they would live on as
+    orphans, still accepting on the replica's socket. On Linux the kernel sends them
+    SIGTERM when the master dies, and they shut down gracefully."""
+    import ctypes
+    import signal
+    import sys
+
+    if not sys.platform.startswith("linux"):
+        return
+    pr_set_pdeathsig = 1
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(pr_set_pdeathsig, signal.SIGTERM, 0, 0, 0) != 0:
+        server.log.warning("worker %s: prctl(PR_SET_PDEATHSIG) failed", worker.pid)
+    elif os.getppid() != server.pid:  # the master died before the prctl took effect
+        os.kill(os.getpid(), signal.SIGTERM)

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from modelgate.stack import group_members
 from tests.conftest import wait_until
 from tests.stack.conftest import Stack, start_stack, stop_stack
 
@@ -32,6 +34,15 @@ def gone(pid: int) -> bool:
         return True
     # A zombie still answers kill(0); it has exited all the same.
     return Path(f"/proc/{pid}/stat").read_text().split(") ", 1)[1].startswith("Z")
+
+
+def port_open(url: str) -> bool:
+    host, port = url.removeprefix("http://").split(":")
+    try:
+        socket.create_connection((host, int(port)), timeout=1).close()
+    except OSError:
+        return False
+    return True
 
 
 def test_redis_dies_and_predictions_keep_answering(doomed: Stack) -> None:
@@ -62,8 +73,12 @@ def test_redis_dies_and_predictions_keep_answering(doomed: Stack) -> None:
 
 def test_a_replica_dies_and_the_gateway_keeps_answering(doomed: Stack) -> None:
     pid = doomed.processes()["api-2"]
-    os.kill(pid, signal.SIGKILL)  # the gunicorn master; its workers follow it out
-    wait_until(lambda: gone(pid), 10, "api-2 gone")
+    workers = group_members(pid)
+    assert len(workers) == 3  # the master and its two workers
+    os.kill(pid, signal.SIGKILL)  # the master dies without a word to its workers …
+    # … and they follow it out instead of serving on as orphans.
+    wait_until(lambda: all(gone(w) for w in workers), 30, "api-2 and its workers gone")
+    assert not port_open(doomed.replicas[1])
     with doomed.client("127.0.0.21") as c:
         answers = [c.post("/predict", json={"features": CHURN}) for _ in range(30)]
         # Fresh connections too, so nginx has to choose an upstream each time.

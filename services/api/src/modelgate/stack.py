@@ -289,26 +289,30 @@ def group_members(pgid: int) -> list[int]:
 
 
 def stop_pid(pid: int, started: int, timeout: float = STOP_TIMEOUT_S) -> None:
-    """SIGTERM, wait, then SIGKILL: by PID only, and only if it is still ours. Then wait
-    for its workers (same process group) too, so that nothing outlives ``down``."""
-    if not _alive(pid, started):
-        return
-    os.kill(pid, signal.SIGTERM)
-    deadline = time.monotonic() + timeout
-    while _alive(pid, started):
+    """SIGTERM, wait, then SIGKILL: by PID only, and only if it is still ours. Then the
+    rest of its process group (workers), even if the leader died on its own, so that
+    nothing outlives ``down``. While any process is in group ``pid``, the kernel does
+    not reuse that number, so every member found is one we started."""
+    if _alive(pid, started):
+        os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        while _alive(pid, started):
+            with_child_reaped(pid)
+            if time.monotonic() > deadline:
+                os.kill(pid, signal.SIGKILL)
+                deadline += timeout
+            time.sleep(0.05)  # polling interval
         with_child_reaped(pid)
-        if time.monotonic() > deadline:
-            os.kill(pid, signal.SIGKILL)
-            deadline += timeout
-        time.sleep(0.05)  # polling interval
-    with_child_reaped(pid)
-    deadline = time.monotonic() + 5
+    termed: set[int] = set()
+    deadline = time.monotonic() + 10
     while members := group_members(pid):
-        if time.monotonic() > deadline:
-            for member in members:
+        late = time.monotonic() > deadline
+        for member in members:
+            if late or member not in termed:
                 with contextlib.suppress(ProcessLookupError):
-                    os.kill(member, signal.SIGKILL)
-        time.sleep(0.05)  # polling interval
+                    os.kill(member, signal.SIGKILL if late else signal.SIGTERM)
+                termed.add(member)
+        time.sleep(0.1)  # polling interval
 
 
 def with_child_reaped(pid: int) -> None:
