@@ -5,6 +5,8 @@ below are for containers, where the command is fixed.
 """
 
 import os
+import shutil
+import tempfile
 
 bind = os.environ.get("MODELGATE_BIND", "0.0.0.0:8000")
 workers = int(os.environ.get("MODELGATE_WORKERS", "2"))
@@ -50,6 +52,36 @@ logconfig_dict = {
         "gunicorn.access": {"level": "WARNING", "handlers": [], "propagate": True},
     },
 }
+
+
+def on_starting(server):  # type: ignore[no-untyped-def]
+    """Give this replica's workers one fresh multiprocess-metrics directory before they
+    fork (they inherit the variable). MODELGATE_METRICS_DIR names it; otherwise a private
+    temporary one, removed on exit. Emptied first: a previous run's counters would
+    otherwise be added to this one's."""
+    wanted = os.environ.get("MODELGATE_METRICS_DIR")
+    if wanted:
+        shutil.rmtree(wanted, ignore_errors=True)
+        os.makedirs(wanted)
+        path = wanted
+    else:
+        path = tempfile.mkdtemp(prefix="modelgate-metrics-")
+        os.environ["MODELGATE_METRICS_DIR_OWNED"] = path
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = path
+
+
+def child_exit(server, worker):  # type: ignore[no-untyped-def]
+    """A dead worker's live gauges (in flight, model info) must stop counting; its
+    counters and histograms stay, so totals never go backwards."""
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(worker.pid)
+
+
+def on_exit(server):  # type: ignore[no-untyped-def]
+    owned = os.environ.get("MODELGATE_METRICS_DIR_OWNED")
+    if owned:
+        shutil.rmtree(owned, ignore_errors=True)
 
 
 def post_fork(server, worker):  # type: ignore[no-untyped-def]

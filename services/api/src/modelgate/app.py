@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import signal
+from collections import deque
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
@@ -16,6 +17,9 @@ from types import FrameType
 from typing import Any
 
 from fastapi import FastAPI
+from prometheus_client import CollectorRegistry
+from prometheus_fastapi_instrumentator import Instrumentator
+from prometheus_fastapi_instrumentator import metrics as instrumentator_metrics
 
 from modelgate import __version__
 from modelgate.cache import NullCache, PredictionCache
@@ -23,12 +27,13 @@ from modelgate.control import FleetControl
 from modelgate.deps import Lifecycle
 from modelgate.errors import install_error_handlers
 from modelgate.logging import configure_logging
+from modelgate.metrics import LATENCY_BUCKETS, InFlightMiddleware, Metrics
 from modelgate.middleware import RequestContextMiddleware
 from modelgate.openapi import install_openapi
 from modelgate.ratelimit import build_limiter, install_rate_limiter
 from modelgate.rediscache import RedisCache
 from modelgate.repository import ModelRepository
-from modelgate.routes import admin, health, models, predict
+from modelgate.routes import admin, health, models, observability, predict
 from modelgate.runtime import configure_torch
 from modelgate.service import PredictionService
 from modelgate.settings import Settings
@@ -54,15 +59,45 @@ def _drain_on_sigterm(lifecycle: Lifecycle) -> None:
         signal.signal(signal.SIGTERM, handler)
 
 
-def build_cache(settings: Settings) -> PredictionCache:
+def build_cache(settings: Settings, metrics: Metrics | None = None) -> PredictionCache:
     if not (settings.cache.enabled and settings.redis_url):
         return NullCache()
-    return RedisCache.from_url(
+    cache = RedisCache.from_url(
         settings.redis_url,
         ttl_seconds=settings.cache.ttl_seconds,
         timeout_s=settings.cache.timeout_ms / 1000,
         breaker_s=settings.cache.breaker_seconds,
     )
+    if metrics is not None:
+        cache.on_lookup = lambda result, rows: metrics.cache.labels(result).inc(rows)
+    return cache
+
+
+def served_versions(repository: ModelRepository) -> list[tuple[str, str, str, bool]]:
+    return [
+        (name, version, model.sha256, version == entry.default_version)
+        for name, entry in repository.models.items()
+        for version, model in entry.versions.items()
+    ]
+
+
+def instrument_http(app: FastAPI, registry: CollectorRegistry) -> None:
+    """Request counts and latency per route template and status class."""
+    instrumentator = Instrumentator(
+        should_group_status_codes=True,
+        should_group_untemplated=True,  # unknown paths are "none": labels stay bounded
+        excluded_handlers=["/metrics"],
+        registry=registry,
+    )
+    instrumentator.add(instrumentator_metrics.requests(registry=registry))
+    instrumentator.add(
+        instrumentator_metrics.latency(
+            buckets=LATENCY_BUCKETS, should_include_status=True, registry=registry
+        )
+    )
+    instrumentator.instrument(app)
+    # The instrumentator's own in-progress gauge would go to the global registry.
+    app.add_middleware(InFlightMiddleware, gauge=app.state.metrics.in_flight)
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -78,8 +113,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             wanted=list(settings.models),
             pinned=dict(settings.pinned_versions),
             default_model_name=settings.default_model,
+            on_load=lambda name, _v, ok: metrics.model_loads.labels(
+                name, "success" if ok else "failure"
+            ).inc(),
         )
         repository.load_all()
+        metrics.served(served_versions(repository))
         # On app.state only for the OpenAPI examples and for tests; routes use request state.
         app.state.repository = repository
         app.state.lifecycle = lifecycle
@@ -87,10 +126,19 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         # settings.torch_threads intra-op threads, while the event loop stays free.
         executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="inference")
         service = PredictionService(
-            repository, executor, settings.batching, cache=build_cache(settings)
+            repository,
+            executor,
+            settings.batching,
+            cache=build_cache(settings, metrics),
+            metrics=metrics,
         )
         # Catch up with fleet-wide loads/unloads before serving, then follow them.
-        control = FleetControl(repository, settings.redis_url, settings.instance)
+        control = FleetControl(
+            repository,
+            settings.redis_url,
+            settings.instance,
+            on_change=lambda: metrics.served(served_versions(repository)),
+        )
         await control.start()
         _drain_on_sigterm(lifecycle)
         log.info(
@@ -118,6 +166,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.repository = None
+    # One registry per app (tests build several); with PROMETHEUS_MULTIPROC_DIR set the
+    # values live in the replica's shared directory and /metrics merges every worker's.
+    registry = CollectorRegistry(auto_describe=True)
+    metrics = Metrics(registry)
+    app.state.metrics = metrics
+    app.state.stats_history = deque()
     install_error_handlers(app)
     limiter = build_limiter(settings)
     install_rate_limiter(app, limiter)
@@ -125,6 +179,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(models.router)
     app.include_router(predict.build_router(limiter, settings.rate_limit))
     app.include_router(admin.router)
+    app.include_router(observability.router)
     install_openapi(app, lambda: app.state.repository, settings.max_batch_instances)
+    instrument_http(app, registry)
+    # Added last, so outermost: the request id exists before anything else runs, and a
+    # crash below it is still counted (as a 500) by the instrumentation.
     app.add_middleware(RequestContextMiddleware)
     return app

@@ -89,7 +89,8 @@ class Batcher:
     max_delay_s: float
     max_queue_rows: int
     clock: Callable[[], float] = time.monotonic
-    on_batch: Callable[[int, float], None] | None = None  # (rows, seconds) for metrics
+    # For metrics: (rows, seconds in the tensor call, each request's wait in the queue).
+    on_batch: Callable[[int, float, list[float]], None] | None = None
     _queue: deque[Pending] = field(default_factory=deque)
     _queued_rows: int = 0
     _wakeup: asyncio.Event = field(default_factory=asyncio.Event)
@@ -159,6 +160,7 @@ class Batcher:
             return
         rows = batch[0].rows if len(batch) == 1 else np.concatenate([p.rows for p in batch])
         size = int(rows.shape[0])
+        begun = self.clock()
         started = time.perf_counter()
         try:
             out = await asyncio.get_running_loop().run_in_executor(
@@ -171,7 +173,8 @@ class Batcher:
                     p.future.set_exception(exc)
             return
         if self.on_batch is not None:
-            self.on_batch(size, time.perf_counter() - started)
+            waits = [begun - p.enqueued_at for p in batch]
+            self.on_batch(size, time.perf_counter() - started, waits)
         offset = 0
         for p in batch:
             if not p.future.done():

@@ -28,6 +28,7 @@ import contextlib
 import logging
 import os
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal
@@ -109,8 +110,15 @@ def verify_version(repository: ModelRepository, name: str, version: str) -> str:
 
 
 class FleetControl:
-    def __init__(self, repository: ModelRepository, redis_url: str, instance: str) -> None:
+    def __init__(
+        self,
+        repository: ModelRepository,
+        redis_url: str,
+        instance: str,
+        on_change: Callable[[], None] | None = None,
+    ) -> None:
         self.repository = repository
+        self.on_change = on_change  # after every command applied here (metrics)
         self.redis_url = redis_url
         self.instance = instance
         self.worker_id = f"{instance}/{os.getpid()}"
@@ -194,7 +202,7 @@ class FleetControl:
             log.error("unreadable fleet command", extra={"id": entry_id, "reason": str(exc)})
             outcome = Outcome(False, "unreadable command")
         else:
-            outcome = await asyncio.to_thread(apply_command, self.repository, command)
+            outcome = await self._apply_here(command)
             log.info(
                 "fleet command applied" if outcome.applied else "fleet command not applied",
                 extra={"id": entry_id, **asdict(command), "detail": outcome.detail},
@@ -208,6 +216,12 @@ class FleetControl:
         with contextlib.suppress(RedisError, OSError):
             await self._report()
 
+    async def _apply_here(self, command: Command) -> Outcome:
+        outcome = await asyncio.to_thread(apply_command, self.repository, command)
+        if self.on_change is not None:
+            self.on_change()
+        return outcome
+
     # --- issuing commands -----------------------------------------------------------------
 
     def command(self, action: Action, model: str, version: str | None) -> Command:
@@ -216,8 +230,7 @@ class FleetControl:
     async def issue(self, command: Command) -> tuple[str, Outcome]:
         """Tell the fleet, and wait until this worker has applied it too."""
         if self._redis is None:
-            outcome = await asyncio.to_thread(apply_command, self.repository, command)
-            return "local", outcome
+            return "local", await self._apply_here(command)
         fields: dict[Any, Any] = command.encode()
         raw_id = await self._redis.xadd(STREAM, fields, maxlen=STREAM_MAXLEN, approximate=True)
         entry_id = raw_id if isinstance(raw_id, str) else raw_id.decode()

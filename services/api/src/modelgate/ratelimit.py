@@ -126,6 +126,8 @@ async def _rate_limited(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, RateLimitExceeded)
     limiter: Limiter = request.app.state.limiter
     headers = limit_headers(limiter, request, denied=True)
+    scope = exc.limit.scope if exc.limit is not None else None
+    request.app.state.metrics.rate_limited.labels(scope or "route").inc()
     message = f"rate limit exceeded: {exc.detail}; retry after {headers['Retry-After']}s"
     return error_response(429, RateLimited.code, message, headers=headers)
 

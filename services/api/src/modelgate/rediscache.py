@@ -61,6 +61,8 @@ class RedisCache:
     stats: CacheStats = field(default_factory=CacheStats)
     # Writes happen after the answer is sent; bound them so a slow Redis can't pile up tasks.
     max_pending_writes: int = 256
+    # Called with ("hit" | "miss" | "error", rows) for metrics.
+    on_lookup: Callable[[str, int], None] | None = None
     _pending: set[asyncio.Task[None]] = field(default_factory=set)
 
     @classmethod
@@ -88,11 +90,13 @@ class RedisCache:
     async def get_many(self, keys: list[str]) -> list[dict[str, Any] | None]:
         if not self.breaker.allow():
             self.stats.skipped += len(keys)
+            self._count("error", len(keys))
             return [None] * len(keys)
         try:
             raw = await self.client.mget(keys)
         except (RedisError, OSError, TimeoutError) as exc:
             self._failed("mget", exc)
+            self._count("error", len(keys))
             return [None] * len(keys)
         self.breaker.succeeded()
         out: list[dict[str, Any] | None] = []
@@ -104,7 +108,13 @@ class RedisCache:
         hits = sum(v is not None for v in out)
         self.stats.hits += hits
         self.stats.misses += len(out) - hits
+        self._count("hit", hits)
+        self._count("miss", len(out) - hits)
         return out
+
+    def _count(self, result: str, rows: int) -> None:
+        if self.on_lookup is not None and rows:
+            self.on_lookup(result, rows)
 
     async def set_many(self, items: dict[str, dict[str, Any]]) -> None:
         if not items or not self.breaker.allow() or len(self._pending) >= self.max_pending_writes:

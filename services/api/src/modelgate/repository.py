@@ -8,6 +8,7 @@ Each worker holds its own ``ModelRepository``. Lookups read an immutable snapsho
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -65,6 +66,8 @@ class ModelRepository:
     failures: list[LoadFailure] = field(default_factory=list)
     # The models /ready waits for: fixed by load_all, shrunk by unloading a whole model.
     configured: list[str] = field(default_factory=list)
+    # Called with (model, version, loaded?) after every load attempt, for metrics.
+    on_load: Callable[[str, str, bool], None] | None = None
 
     # --- loading ------------------------------------------------------------------------
 
@@ -98,6 +101,7 @@ class ModelRepository:
         except ModelLoadError as exc:
             self._record_failure(name, version, str(exc))
             return None
+        self._loaded(name, version, True)
         log.info(
             "model loaded",
             extra={"model": name, "version": version, "sha256": loaded.sha256[:12]},
@@ -107,6 +111,11 @@ class ModelRepository:
     def _record_failure(self, name: str, version: str, reason: str) -> None:
         log.error("model refused", extra={"model": name, "version": version, "reason": reason})
         self.failures.append(LoadFailure(name, version, reason))
+        self._loaded(name, version, False)
+
+    def _loaded(self, name: str, version: str, ok: bool) -> None:
+        if self.on_load is not None:
+            self.on_load(name, version, ok)
 
     def read_manifest(self, name: str, version: str) -> Manifest:
         """The manifest of a version on disk; ModelLoadError if absent or invalid."""
@@ -127,6 +136,7 @@ class ModelRepository:
         except ModelLoadError as exc:
             self._record_failure(name, version, str(exc))
             raise
+        self._loaded(name, version, True)
         entry = self._models.get(name) or ModelEntry(name, {}, None)
         versions = {**entry.versions, version: loaded}
         default = version if make_default else (entry.default_version or version)

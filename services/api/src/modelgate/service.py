@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -20,6 +21,7 @@ import numpy as np
 from modelgate.batching import Batcher
 from modelgate.cache import NullCache, PredictionCache, cache_key
 from modelgate.manifest import Task
+from modelgate.metrics import Metrics
 from modelgate.repository import ModelRepository
 from modelgate.runtime import LoadedModel
 from modelgate.settings import BatchingSettings
@@ -74,6 +76,7 @@ class PredictionService:
     executor: Executor
     batching: BatchingSettings
     cache: PredictionCache = field(default_factory=NullCache)
+    metrics: Metrics | None = None
     last_prediction_at: datetime | None = None
     # Per loaded version (keyed by identity, so a reloaded version gets fresh ones).
     _lanes: dict[int, _Lane] = field(default_factory=dict)
@@ -107,7 +110,17 @@ class PredictionService:
             max_rows=override.max_batch_size or self.batching.max_batch_size,
             max_delay_s=delay_ms / 1000.0,
             max_queue_rows=self.batching.max_queue_rows,
+            on_batch=self._batch_observer(model),
         )
+
+    def _batch_observer(self, model: LoadedModel) -> Callable[[int, float, list[float]], None]:
+        metrics, name, version = self.metrics, model.name, model.version
+
+        def observe(rows: int, seconds: float, waits: list[float]) -> None:
+            if metrics is not None:
+                metrics.observe_batch(name, version, rows, seconds, waits)
+
+        return observe
 
     def _prune(self) -> None:
         """Let the batchers of versions no longer loaded finish their queue and stop."""
@@ -131,6 +144,12 @@ class PredictionService:
                 outputs[i] = fresh[keys[i]] = format_output(model, out[j])
             await self.cache.set_many(fresh)
         self.last_prediction_at = datetime.now(UTC)
+        if self.metrics is not None:
+            counter = self.metrics.predictions
+            if missing:
+                counter.labels(model.name, model.version, "false").inc(len(missing))
+            if len(missing) < len(rows):
+                counter.labels(model.name, model.version, "true").inc(len(rows) - len(missing))
         missing_set = set(missing)
         return BatchResult(
             model=model,

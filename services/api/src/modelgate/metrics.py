@@ -1,0 +1,193 @@
+"""Prometheus metrics, correct with several gunicorn workers per replica.
+
+gunicorn.conf.py points ``PROMETHEUS_MULTIPROC_DIR`` at a directory of this replica,
+emptied when the master starts and cleaned of each dead worker's live gauges, so one
+scrape of ``/metrics`` reports the sum over every worker of the replica. Without that
+variable (a test client, a single process) the app's own registry is exposed.
+
+HTTP metrics come from prometheus-fastapi-instrumentator (route templates, status classes);
+modelgate adds what only it knows: inference time and queue wait per model version, batch
+sizes, cache results, quota refusals, model loads and the versions served. Labels are
+bounded: model and version come from the repository, never from a request path.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+from typing import Any
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+    multiprocess,
+)
+from prometheus_client.metrics_core import Metric
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+# Millisecond-scale serving: 0.5 ms … 10 s.
+LATENCY_BUCKETS = (
+    0.0005, 0.001, 0.0025, 0.005, 0.0075, 0.01, 0.025, 0.05, 0.075,
+    0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+)  # fmt: skip
+BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
+
+
+def multiprocess_dir() -> str | None:
+    return os.environ.get("PROMETHEUS_MULTIPROC_DIR") or None
+
+
+class Metrics:
+    """modelgate's own metrics, registered in ``registry`` (one per app)."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.registry = registry
+        mv = ["model", "version"]
+        self.inference = Histogram(
+            "modelgate_inference_duration_seconds",
+            "Time of one tensor call (a batch) in the inference thread.",
+            mv, buckets=LATENCY_BUCKETS, registry=registry,
+        )  # fmt: skip
+        self.queue_wait = Histogram(
+            "modelgate_queue_wait_seconds",
+            "Time a request's rows waited for their batch to start.",
+            mv, buckets=LATENCY_BUCKETS, registry=registry,
+        )  # fmt: skip
+        self.batch_size = Histogram(
+            "modelgate_batch_size_rows", "Rows per tensor call.",
+            mv, buckets=BATCH_BUCKETS, registry=registry,
+        )  # fmt: skip
+        self.predictions = Counter(
+            "modelgate_predictions", "Rows predicted (answered), by whether from the cache.",
+            [*mv, "cached"], registry=registry,
+        )  # fmt: skip
+        self.cache = Counter(
+            "modelgate_cache_requests",
+            "Cache lookups per row: hit, miss, or error (Redis failed or the breaker is open).",
+            ["result"], registry=registry,
+        )  # fmt: skip
+        self.rate_limited = Counter(
+            "modelgate_rate_limited_requests", "Requests refused by a quota.",
+            ["scope"], registry=registry,
+        )  # fmt: skip
+        self.model_loads = Counter(
+            "modelgate_model_loads", "Model version loads, at start and on reload.",
+            ["model", "result"], registry=registry,
+        )  # fmt: skip
+        self.model_info = Gauge(
+            "modelgate_model_info",
+            "1 for each model version this replica serves; default says which one answers.",
+            ["model", "version", "sha256", "default"],
+            multiprocess_mode="livemax", registry=registry,
+        )  # fmt: skip
+        self.in_flight = Gauge(
+            "modelgate_http_requests_in_flight", "HTTP requests being served.",
+            multiprocess_mode="livesum", registry=registry,
+        )  # fmt: skip
+        self._info_labels: set[tuple[str, str, str, str]] = set()
+        for result in ("hit", "miss", "error"):
+            self.cache.labels(result)  # present at 0 from the start, so rates exist
+
+    def observe_batch(
+        self, model: str, version: str, rows: int, seconds: float, waits: Iterable[float]
+    ) -> None:
+        self.inference.labels(model, version).observe(seconds)
+        self.batch_size.labels(model, version).observe(rows)
+        wait = self.queue_wait.labels(model, version)
+        for w in waits:
+            wait.observe(w)
+
+    def served(self, versions: Iterable[tuple[str, str, str, bool]]) -> None:
+        """Set the model-info gauge to what is loaded now: (model, version, sha256, default)."""
+        now = {(m, v, sha[:12], "true" if d else "false") for m, v, sha, d in versions}
+        for labels in self._info_labels - now:
+            self.model_info.labels(*labels).set(0)
+        for labels in now:
+            self.model_info.labels(*labels).set(1)
+        self._info_labels = now
+
+
+class InFlightMiddleware:
+    """Pure ASGI: counts HTTP requests in progress."""
+
+    def __init__(self, app: ASGIApp, gauge: Gauge) -> None:
+        self.app = app
+        self.gauge = gauge
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        self.gauge.inc()
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            self.gauge.dec()
+
+
+def exposition(registry: CollectorRegistry) -> tuple[bytes, str]:
+    """The text a scrape gets: every worker's values when in multiprocess mode."""
+    if multiprocess_dir():
+        merged = CollectorRegistry()
+        multiprocess.MultiProcessCollector(merged)  # type: ignore[no-untyped-call]
+        return generate_latest(merged), CONTENT_TYPE_LATEST
+    return generate_latest(registry), CONTENT_TYPE_LATEST
+
+
+def collect(registry: CollectorRegistry) -> list[Metric]:
+    """The metric families, merged over workers like ``exposition``."""
+    if multiprocess_dir():
+        merged = CollectorRegistry()
+        multiprocess.MultiProcessCollector(merged)  # type: ignore[no-untyped-call]
+        return list(merged.collect())
+    return list(registry.collect())
+
+
+def sample_sum(families: list[Metric], name: str, **match: str) -> float:
+    """Sum of the samples called ``name`` whose labels include ``match``."""
+    total = 0.0
+    for family in families:
+        for s in family.samples:
+            if s.name == name and all(s.labels.get(k) == v for k, v in match.items()):
+                total += s.value
+    return total
+
+
+def histogram_quantile(q: float, buckets: dict[float, float]) -> float | None:
+    """Prometheus's ``histogram_quantile`` over cumulative bucket counts (le → count)."""
+    if not buckets:
+        return None
+    bounds = sorted(buckets)
+    total = buckets[bounds[-1]]
+    if total == 0:
+        return None
+    rank = q * total
+    prev_bound, prev_count = 0.0, 0.0
+    for bound in bounds:
+        count = buckets[bound]
+        if count >= rank:
+            if bound == float("inf"):
+                return prev_bound
+            span = count - prev_count
+            return prev_bound + (bound - prev_bound) * ((rank - prev_count) / span if span else 0)
+        prev_bound, prev_count = bound, count
+    return prev_bound
+
+
+def buckets_of(families: list[Metric], name: str, **exclude: Any) -> dict[float, float]:
+    """Cumulative bucket counts of histogram ``name``, summed over label sets, leaving out
+    samples whose label ``k`` is in ``exclude[k]``."""
+    out: dict[float, float] = {}
+    for family in families:
+        for s in family.samples:
+            if s.name != f"{name}_bucket":
+                continue
+            if any(s.labels.get(k) in v for k, v in exclude.items()):
+                continue
+            le = float(s.labels["le"])
+            out[le] = out.get(le, 0.0) + s.value
+    return out

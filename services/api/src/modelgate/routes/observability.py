@@ -1,0 +1,77 @@
+"""``/metrics`` for Prometheus and ``/stats``, the same numbers as a JSON summary.
+
+Both cover every worker of this replica (multiprocess mode), whichever worker answers.
+The gateway does not serve ``/metrics``; Prometheus scrapes each replica directly.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+
+from fastapi import APIRouter, Request
+from starlette.responses import Response
+
+from modelgate.deps import LifecycleDep, SettingsDep, json_response
+from modelgate.metrics import buckets_of, collect, exposition, histogram_quantile, sample_sum
+
+router = APIRouter(tags=["observability"])
+
+HTTP_REQUESTS = "http_requests_total"
+HTTP_DURATION = "http_request_duration_seconds"
+RATE_WINDOW_S = 60.0
+
+
+@router.get("/metrics", include_in_schema=False)
+async def metrics(request: Request) -> Response:
+    body, content_type = exposition(request.app.state.metrics.registry)
+    return Response(body, media_type=content_type)
+
+
+def _status_total(families: list, status: str) -> float:  # type: ignore[type-arg]
+    return sample_sum(families, HTTP_REQUESTS, status=status)
+
+
+@router.get("/stats")
+async def stats(request: Request, settings: SettingsDep, lifecycle: LifecycleDep) -> Response:
+    """Requests, rate, latency percentiles, error rate and cache hit ratio of this replica
+    since it started (the rate over the last minute of /stats calls)."""
+    families = collect(request.app.state.metrics.registry)
+    total = sample_sum(families, HTTP_REQUESTS)
+    server_errors = _status_total(families, "5xx")
+    client_errors = _status_total(families, "4xx")
+    # Latency of the API itself: leave out the probes and scrapes that poll it.
+    latency = buckets_of(families, HTTP_DURATION, handler={"/metrics", "/stats"})
+    p50 = histogram_quantile(0.50, latency)
+    p99 = histogram_quantile(0.99, latency)
+    hits = sample_sum(families, "modelgate_cache_requests_total", result="hit")
+    lookups = sample_sum(families, "modelgate_cache_requests_total")
+
+    # Requests per second: against this worker's earlier /stats answers, within a minute;
+    # the first time, since this worker started.
+    history: deque[tuple[float, float]] = request.app.state.stats_history
+    now = time.monotonic()
+    while history and now - history[0][0] > RATE_WINDOW_S:
+        history.popleft()
+    if history and now > history[0][0]:
+        rps = (total - history[0][1]) / (now - history[0][0])
+    else:
+        rps = total / max(lifecycle.uptime_seconds(), 1e-3)
+    history.append((now, total))
+
+    return json_response(
+        {
+            "instance": settings.instance,
+            "requests_total": int(total),
+            "requests_per_second": round(rps, 3),
+            "latency_p50_ms": round(p50 * 1000, 3) if p50 is not None else None,
+            "latency_p99_ms": round(p99 * 1000, 3) if p99 is not None else None,
+            "error_rate": round(server_errors / total, 6) if total else 0.0,
+            "client_error_rate": round(client_errors / total, 6) if total else 0.0,
+            "predictions_total": int(sample_sum(families, "modelgate_predictions_total")),
+            "cache_hit_ratio": round(hits / lookups, 6) if lookups else None,
+            "rate_limited_total": int(
+                sample_sum(families, "modelgate_rate_limited_requests_total")
+            ),
+        }
+    )
