@@ -30,7 +30,8 @@ venv: $(STAMP)
 
 # OS packages the stack and the tests run for real (apt-get, as root, only when missing).
 os-deps:
-	scripts/os-deps.sh redis-server nginx prometheus promtool
+	scripts/os-deps.sh redis-server nginx prometheus promtool \
+		prometheus-nginx-exporter prometheus-redis-exporter
 
 models/.built: $(STAMP) scripts/build_models.py
 	$(PY) scripts/build_models.py --out models

@@ -66,7 +66,7 @@ class Stack:
 
 
 def start_stack(models: Path, workdir: Path) -> Stack:
-    gateway, status, redis, prometheus = (free_port() for _ in range(4))
+    gateway, status, redis, prometheus, nginx_exp, redis_exp = (free_port() for _ in range(6))
     replicas = [free_port() for _ in range(3)]
     env = {
         **os.environ,
@@ -76,6 +76,8 @@ def start_stack(models: Path, workdir: Path) -> Stack:
         "MODELGATE_STACK_REPLICA_PORTS": ",".join(map(str, replicas)),
         "MODELGATE_STACK_REDIS_PORT": str(redis),
         "MODELGATE_STACK_PROMETHEUS_PORT": str(prometheus),
+        "MODELGATE_STACK_NGINX_EXPORTER_PORT": str(nginx_exp),
+        "MODELGATE_STACK_REDIS_EXPORTER_PORT": str(redis_exp),
         "MODELGATE_MODEL_REPOSITORY": str(models),
         "MODELGATE_AUTH__ADMIN_KEY_SHA256": hashlib.sha256(ADMIN_KEY.encode()).hexdigest(),
         "MODELGATE_RATE_LIMIT__PREDICT": f"{PREDICT_LIMIT}/minute",

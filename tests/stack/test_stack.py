@@ -22,7 +22,10 @@ def test_status_reports_every_process_ready(stack: Stack) -> None:
     assert status.returncode == 0, status.stdout
     lines = status.stdout.splitlines()
     names = [line.split()[0] for line in lines]
-    assert names == ["redis", "api-1", "api-2", "api-3", "gateway", "prometheus"]
+    assert names == [
+        *("redis", "redis-exporter", "api-1", "api-2", "api-3"),
+        *("gateway", "nginx-exporter", "prometheus"),
+    ]
     assert all(" ready " in line for line in lines)
 
 

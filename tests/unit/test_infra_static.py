@@ -27,7 +27,10 @@ def seconds(value: str) -> int:
 
 
 def test_the_topology_is_there() -> None:
-    assert set(SERVICES) == {"gateway", "api-1", "api-2", "api-3", "redis", "prometheus", "grafana"}
+    assert set(SERVICES) == {
+        *("gateway", "api-1", "api-2", "api-3", "redis", "prometheus", "grafana"),
+        *("nginx-exporter", "redis-exporter"),
+    }
 
 
 @pytest.mark.parametrize("name", sorted(SERVICES))

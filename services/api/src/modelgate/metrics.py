@@ -89,8 +89,11 @@ class Metrics:
             multiprocess_mode="livesum", registry=registry,
         )  # fmt: skip
         self._info_labels: set[tuple[str, str, str, str]] = set()
+        # Present at 0 from the start, so that rates and ratios exist before the first event.
         for result in ("hit", "miss", "error"):
-            self.cache.labels(result)  # present at 0 from the start, so rates exist
+            self.cache.labels(result)
+        for scope in ("predict", "batch"):
+            self.rate_limited.labels(scope)
 
     def observe_batch(
         self, model: str, version: str, rows: int, seconds: float, waits: Iterable[float]

@@ -62,6 +62,8 @@ class StackConfig:
     replica_ports: list[int] = field(default_factory=lambda: [8001, 8002, 8003])
     redis_port: int = 6390
     prometheus_port: int = 9090
+    nginx_exporter_port: int = 9113
+    redis_exporter_port: int = 9121
     workers: int = 2
 
     @classmethod
@@ -81,6 +83,8 @@ class StackConfig:
             replica_ports=[int(p) for p in ports.split(",") if p.strip()],
             redis_port=_env_int("MODELGATE_STACK_REDIS_PORT", 6390),
             prometheus_port=_env_int("MODELGATE_STACK_PROMETHEUS_PORT", 9090),
+            nginx_exporter_port=_env_int("MODELGATE_STACK_NGINX_EXPORTER_PORT", 9113),
+            redis_exporter_port=_env_int("MODELGATE_STACK_REDIS_EXPORTER_PORT", 9121),
             workers=_env_int("MODELGATE_STACK_WORKERS", 2),
         )
 
@@ -102,6 +106,8 @@ class StackConfig:
             self.gateway_port,
             self.gateway_status_port,
             self.prometheus_port,
+            self.nginx_exporter_port,
+            self.redis_exporter_port,
         ]
 
 
@@ -157,7 +163,11 @@ class StackError(RuntimeError):
 def render_prometheus(config: StackConfig) -> Path:
     """infra/prometheus/prometheus.yml with compose's service names mapped to loopback."""
     source = yaml.safe_load((config.infra / "prometheus" / "prometheus.yml").read_text())
-    targets = {f"api-{i}:8000": f"{config.host}:{p}" for i, p in enumerate(config.replica_ports, 1)}
+    h = config.host
+    targets = {f"api-{i}:8000": f"{h}:{p}" for i, p in enumerate(config.replica_ports, 1)}
+    targets["nginx-exporter:9113"] = f"{h}:{config.nginx_exporter_port}"
+    targets["redis-exporter:9121"] = f"{h}:{config.redis_exporter_port}"
+    targets["localhost:9090"] = f"{h}:{config.prometheus_port}"
     for job in source.get("scrape_configs", []):
         for static in job.get("static_configs", []):
             static["targets"] = [targets.get(t, t) for t in static["targets"]]
@@ -192,6 +202,12 @@ def probes(config: StackConfig) -> dict[str, tuple[Callable[[], bool], str]]:
     table["gateway"] = (lambda: http_ok(f"{config.gateway_url}/ready"), config.gateway_url)
     prom = config.url(config.prometheus_port)
     table["prometheus"] = (lambda: http_ok(f"{prom}/-/ready"), prom)
+    for name, port in (
+        ("nginx-exporter", config.nginx_exporter_port),
+        ("redis-exporter", config.redis_exporter_port),
+    ):
+        url = config.url(port)
+        table[name] = (lambda u=url: http_ok(f"{u}/metrics"), url)  # type: ignore[misc]
     return table
 
 
@@ -230,10 +246,22 @@ def commands(config: StackConfig) -> list[tuple[str, list[str], dict[str, str]]]
         f"--web.listen-address={h}:{config.prometheus_port}",
         "--storage.tsdb.retention.time=2d",
     ]
+    redis_exporter = [
+        which("prometheus-redis-exporter"),
+        f"-redis.addr=redis://{h}:{config.redis_port}",
+        f"-web.listen-address={h}:{config.redis_exporter_port}",
+    ]
+    nginx_exporter = [
+        which("prometheus-nginx-exporter"),
+        f"-nginx.scrape-uri=http://{h}:{config.gateway_status_port}/stub_status",
+        f"-web.listen-address={h}:{config.nginx_exporter_port}",
+    ]
     return [
         ("redis", redis, {}),
+        ("redis-exporter", redis_exporter, {}),
         *replicas,
         ("gateway", gateway, {}),
+        ("nginx-exporter", nginx_exporter, {}),
         ("prometheus", prometheus, {}),
     ]
 
