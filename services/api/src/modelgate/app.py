@@ -30,6 +30,7 @@ from modelgate.logging import configure_logging
 from modelgate.metrics import LATENCY_BUCKETS, InFlightMiddleware, Metrics
 from modelgate.middleware import RequestContextMiddleware
 from modelgate.openapi import install_openapi
+from modelgate.predlog import PredictionLog
 from modelgate.ratelimit import build_limiter, install_rate_limiter
 from modelgate.rediscache import RedisCache
 from modelgate.repository import ModelRepository
@@ -71,6 +72,17 @@ def build_cache(settings: Settings, metrics: Metrics | None = None) -> Predictio
     if metrics is not None:
         cache.on_lookup = lambda result, rows: metrics.cache.labels(result).inc(rows)
     return cache
+
+
+def build_prediction_log(settings: Settings, metrics: Metrics) -> PredictionLog | None:
+    if settings.prediction_log.dir is None:
+        return None
+    return PredictionLog(
+        settings.prediction_log.dir,
+        settings.instance,
+        max_queue=settings.prediction_log.max_queue,
+        on_result=lambda result, n: metrics.prediction_log.labels(result).inc(n),
+    )
 
 
 def served_versions(repository: ModelRepository) -> list[tuple[str, str, str, bool]]:
@@ -131,6 +143,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             settings.batching,
             cache=build_cache(settings, metrics),
             metrics=metrics,
+            prediction_log=build_prediction_log(settings, metrics),
         )
         # Catch up with fleet-wide loads/unloads before serving, then follow them.
         control = FleetControl(

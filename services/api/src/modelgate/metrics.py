@@ -84,6 +84,11 @@ class Metrics:
             ["model", "version", "sha256", "default"],
             multiprocess_mode="livemax", registry=registry,
         )  # fmt: skip
+        self.prediction_log = Counter(
+            "modelgate_prediction_log_records",
+            "Prediction-log records: written, dropped (queue full) or failed (I/O error).",
+            ["result"], registry=registry,
+        )  # fmt: skip
         self.in_flight = Gauge(
             "modelgate_http_requests_in_flight", "HTTP requests being served.",
             multiprocess_mode="livesum", registry=registry,

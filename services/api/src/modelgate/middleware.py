@@ -78,6 +78,8 @@ class RequestContextMiddleware:
                 "request_id": request_id,
                 "method": scope["method"],
                 "path": scope["path"],
+                # The route template (bounded, groupable), once the router matched one.
+                "route": getattr(scope.get("route"), "path", None),
                 "status": status,
                 "latency_ms": round((time.perf_counter() - started) * 1000, 3),
             }

@@ -20,8 +20,10 @@ import numpy as np
 
 from modelgate.batching import Batcher
 from modelgate.cache import NullCache, PredictionCache, cache_key
+from modelgate.logging import request_id_var
 from modelgate.manifest import Task
 from modelgate.metrics import Metrics
+from modelgate.predlog import PredictionLog, Record
 from modelgate.repository import ModelRepository
 from modelgate.runtime import LoadedModel
 from modelgate.settings import BatchingSettings
@@ -77,6 +79,7 @@ class PredictionService:
     batching: BatchingSettings
     cache: PredictionCache = field(default_factory=NullCache)
     metrics: Metrics | None = None
+    prediction_log: PredictionLog | None = None
     last_prediction_at: datetime | None = None
     # Per loaded version (keyed by identity, so a reloaded version gets fresh ones).
     _lanes: dict[int, _Lane] = field(default_factory=dict)
@@ -131,6 +134,7 @@ class PredictionService:
 
     async def run(self, model: LoadedModel, rows: np.ndarray) -> BatchResult:
         """Predict validated rows with one model version, through the cache."""
+        started = time.perf_counter()
         keys = [cache_key(model.name, model.version, model.sha256, r) for r in rows]
         hits = await self.cache.get_many(keys)
         missing = [i for i, hit in enumerate(hits) if hit is None]
@@ -151,12 +155,25 @@ class PredictionService:
             if len(missing) < len(rows):
                 counter.labels(model.name, model.version, "true").inc(len(rows) - len(missing))
         missing_set = set(missing)
-        return BatchResult(
+        result = BatchResult(
             model=model,
             outputs=[o for o in outputs if o is not None],
             cached=[i not in missing_set for i in range(len(rows))],
             batch_rows=batch_rows,
         )
+        if self.prediction_log is not None:
+            self.prediction_log.append(
+                Record(
+                    ts=datetime.now(UTC),
+                    request_id=request_id_var.get(),
+                    manifest=model.manifest,
+                    rows=rows,
+                    outputs=result.outputs,
+                    cached=result.cached,
+                    latency_ms=elapsed_ms(started),
+                )
+            )
+        return result
 
     @property
     def queued_rows(self) -> int:
@@ -168,6 +185,8 @@ class PredictionService:
             await lane.batcher.close()
         self._lanes.clear()
         await self.cache.close()
+        if self.prediction_log is not None:
+            await asyncio.to_thread(self.prediction_log.close)
 
 
 def now_iso() -> str:

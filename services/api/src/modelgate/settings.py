@@ -54,6 +54,14 @@ class RateLimitSettings(BaseModel):
         return value
 
 
+class PredictionLogSettings(BaseModel):
+    """Every answered request as a JSON line (see predlog.py); off without a directory."""
+
+    dir: Path | None = None
+    # Records waiting for the writer thread; past this they are dropped and counted.
+    max_queue: int = Field(10_000, ge=1)
+
+
 class AuthSettings(BaseModel):
     """API keys are configured as sha256 hex digests, never in clear text."""
 
@@ -87,6 +95,7 @@ class Settings(BaseSettings):
     cache: CacheSettings = Field(default_factory=CacheSettings)
     rate_limit: RateLimitSettings = Field(default_factory=RateLimitSettings)
     auth: AuthSettings = Field(default_factory=AuthSettings)
+    prediction_log: PredictionLogSettings = Field(default_factory=PredictionLogSettings)
 
     log_level: str = "INFO"
     # Name reported by GET /, /health and /models; defaults to the host name, which compose

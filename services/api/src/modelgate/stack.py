@@ -185,6 +185,7 @@ def replica_env(config: StackConfig, instance: str) -> dict[str, str]:
         "MODELGATE_CACHE__ENABLED": "true",
         "MODELGATE_RATE_LIMIT__ENABLED": "true",
         "MODELGATE_TRUSTED_PROXIES": config.host,
+        "MODELGATE_PREDICTION_LOG__DIR": str(config.dir / "predictions"),
     }
     return {**defaults, **os.environ, "MODELGATE_INSTANCE": instance}
 

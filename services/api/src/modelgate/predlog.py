@@ -1,0 +1,183 @@
+"""The prediction log: every answered request as one JSON line, for monitoring (drift,
+traffic mix) and for retraining.
+
+Files are ``<dir>/<instance>-<YYYY-MM-DD>.jsonl`` (UTC days): one per replica per day,
+written by all of the replica's workers. Each worker appends whole batches of lines with
+one ``write`` on an ``O_APPEND`` descriptor, so lines from different workers never
+interleave.
+
+The request path only puts a record on a bounded queue; a background thread formats and
+writes. A full queue drops the record, and a full disk or an unwritable directory drops
+the batch; both are counted and logged (at most once a minute), and never fail a
+prediction or slow it down.
+
+One line (schema version 1):
+
+    {"schema": 1, "ts": "2026-11-22T03:12:45.123Z", "request_id": "…", "instance": "api-1",
+     "model": "churn", "version": "2", "latency_ms": 1.9,
+     "inputs": [{"age": 35, "income": 75000.0, …}], "outputs": [{"prediction": 1, …}],
+     "cached": [false]}
+
+``inputs``, ``outputs`` and ``cached`` hold one element per row of the request, in order;
+``latency_ms`` is the time from the cache lookup to the model's answer.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import queue
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import orjson
+
+from modelgate.manifest import DType, Manifest
+
+log = logging.getLogger("modelgate.predlog")
+
+SCHEMA_VERSION = 1
+_ERROR_LOG_INTERVAL_S = 60.0
+
+
+@dataclass(frozen=True)
+class Record:
+    ts: datetime
+    request_id: str
+    manifest: Manifest
+    rows: np.ndarray
+    outputs: list[dict[str, Any]]
+    cached: list[bool]
+    latency_ms: float
+
+
+def named_inputs(manifest: Manifest, rows: np.ndarray) -> list[dict[str, Any]]:
+    """Rows (float32, manifest order) back to named values of their declared types."""
+    out = []
+    for row in rows.tolist():
+        named: dict[str, Any] = {}
+        for spec, value in zip(manifest.inputs, row, strict=True):
+            if spec.dtype is DType.BOOL:
+                named[spec.name] = bool(value)
+            elif spec.dtype is DType.INT:
+                named[spec.name] = int(value)
+            else:
+                named[spec.name] = value
+        out.append(named)
+    return out
+
+
+class PredictionLog:
+    def __init__(
+        self,
+        directory: Path,
+        instance: str,
+        max_queue: int = 10_000,
+        on_result: Callable[[str, int], None] | None = None,
+    ) -> None:
+        self.directory = directory
+        self.instance = instance
+        self.on_result = on_result  # ("written" | "dropped" | "failed", records)
+        self._queue: queue.Queue[Record | None] = queue.Queue(maxsize=max_queue)
+        self._thread = threading.Thread(target=self._run, name="prediction-log", daemon=True)
+        self._fd: int | None = None
+        self._day = ""
+        self._last_error_log = 0.0
+        self._thread.start()
+
+    def append(self, record: Record) -> None:
+        """Never blocks: a full queue drops the record."""
+        try:
+            self._queue.put_nowait(record)
+        except queue.Full:
+            self._count("dropped", 1)
+            self._warn("prediction log queue full; dropping records")
+
+    def close(self, timeout: float = 5.0) -> None:
+        """Write what is queued, then stop."""
+        self._queue.put(None)
+        self._thread.join(timeout)
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+    # --- the writer thread --------------------------------------------------------------
+
+    def _run(self) -> None:
+        while True:
+            first = self._queue.get()
+            batch = [first]
+            while len(batch) < 1000:
+                try:
+                    batch.append(self._queue.get_nowait())
+                except queue.Empty:
+                    break
+            records = [r for r in batch if r is not None]
+            if records:
+                self._write(records)
+            if None in batch:
+                return
+
+    def _line(self, r: Record) -> bytes:
+        return orjson.dumps(
+            {
+                "schema": SCHEMA_VERSION,
+                "ts": r.ts.isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+                "request_id": r.request_id,
+                "instance": self.instance,
+                "model": r.manifest.name,
+                "version": r.manifest.version,
+                "latency_ms": r.latency_ms,
+                "inputs": named_inputs(r.manifest, r.rows),
+                "outputs": r.outputs,
+                "cached": r.cached,
+            },
+            option=orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_APPEND_NEWLINE,
+        )
+
+    def _write(self, records: list[Record]) -> None:
+        try:
+            data = b"".join(self._line(r) for r in records)
+            fd = self._file(records[0].ts)
+            written = os.write(fd, data)
+            if written != len(data):
+                raise OSError(f"short write ({written} of {len(data)} bytes)")
+        except (OSError, ValueError, TypeError) as exc:
+            self._count("failed", len(records))
+            self._warn(f"prediction log write failed: {exc}")
+            self._reset()
+            return
+        self._count("written", len(records))
+
+    def _file(self, ts: datetime) -> int:
+        day = ts.astimezone(UTC).strftime("%Y-%m-%d")
+        if self._fd is None or day != self._day:
+            self._reset()
+            self.directory.mkdir(parents=True, exist_ok=True)
+            path = self.directory / f"{self.instance}-{day}.jsonl"
+            self._fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
+            self._day = day
+        return self._fd
+
+    def _reset(self) -> None:
+        if self._fd is not None:
+            with contextlib.suppress(OSError):
+                os.close(self._fd)
+            self._fd = None
+
+    def _count(self, result: str, n: int) -> None:
+        if self.on_result is not None:
+            self.on_result(result, n)
+
+    def _warn(self, message: str) -> None:
+        now = time.monotonic()
+        if now - self._last_error_log >= _ERROR_LOG_INTERVAL_S:
+            self._last_error_log = now
+            log.error(message, extra={"directory": str(self.directory)})
