@@ -122,3 +122,10 @@ def test_gateway_image_carries_the_template() -> None:
     text = (ROOT / "services/gateway/Dockerfile").read_text()
     assert re.search(r"^FROM nginx:\d+\.\d+\.\d+", text, re.M)
     assert "COPY infra/nginx/templates/ /etc/nginx/templates/" in text
+
+
+def test_the_ops_override_publishes_only_on_loopback() -> None:
+    ops = yaml.safe_load((ROOT / "docker-compose.ops.yml").read_text())["services"]
+    assert set(ops) <= set(SERVICES)
+    for service in ops.values():
+        assert all(port.startswith("127.0.0.1:") for port in service["ports"])
