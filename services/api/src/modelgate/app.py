@@ -34,7 +34,7 @@ from modelgate.predlog import PredictionLog
 from modelgate.ratelimit import build_limiter, install_rate_limiter
 from modelgate.rediscache import RedisCache
 from modelgate.repository import ModelRepository
-from modelgate.routes import admin, health, models, observability, predict
+from modelgate.routes import admin, health, models, observability, predict, v1, v2
 from modelgate.runtime import configure_torch
 from modelgate.service import PredictionService
 from modelgate.settings import Settings
@@ -192,6 +192,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(models.router)
     app.include_router(predict.build_router(limiter, settings.rate_limit))
     app.include_router(admin.router)
+    app.include_router(v2.build_router(limiter, settings.rate_limit))
+    app.include_router(v1.build_router(limiter, settings.rate_limit))
     app.include_router(observability.router)
     install_openapi(app, lambda: app.state.repository, settings.max_batch_instances)
     instrument_http(app, registry)

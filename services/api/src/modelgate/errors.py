@@ -162,13 +162,38 @@ _STATUS_CODES = {
 }
 
 
-async def _modelgate_error(_: Request, exc: Exception) -> Response:
+# The standard protocols' clients expect {"error": "<message>"} and 400 for a bad request
+# (tritonclient and TF Serving clients raise with that message); the native API keeps its
+# richer body. Chosen by path, so every error — auth, quota, validation — takes its shape.
+PROTOCOL_PREFIXES = ("/v2", "/v1/")
+
+
+def is_protocol_path(path: str) -> bool:
+    return path == "/v2" or path.startswith(PROTOCOL_PREFIXES)
+
+
+def protocol_error_response(
+    status: int, message: str, headers: Mapping[str, str] | None = None
+) -> Response:
+    return Response(
+        orjson.dumps({"error": message}),
+        status_code=400 if status == 422 else status,
+        media_type="application/json",
+        headers=headers,
+    )
+
+
+async def _modelgate_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, ModelGateError)
+    if is_protocol_path(request.url.path):
+        return protocol_error_response(exc.status_code, exc.message, exc.headers())
     return error_response(exc.status_code, exc.code, exc.message, exc.errors, exc.headers())
 
 
-async def _http_error(_: Request, exc: Exception) -> Response:
+async def _http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, StarletteHTTPException)
+    if is_protocol_path(request.url.path):
+        return protocol_error_response(exc.status_code, str(exc.detail), exc.headers)
     code = _STATUS_CODES.get(exc.status_code, "http_error")
     return error_response(exc.status_code, code, str(exc.detail), headers=exc.headers)
 

@@ -32,7 +32,12 @@ from slowapi.errors import RateLimitExceeded
 from starlette.responses import Response
 
 from modelgate.auth import presented_key
-from modelgate.errors import RateLimited, error_response
+from modelgate.errors import (
+    RateLimited,
+    error_response,
+    is_protocol_path,
+    protocol_error_response,
+)
 from modelgate.settings import Settings
 
 log = logging.getLogger("modelgate.ratelimit")
@@ -129,6 +134,8 @@ async def _rate_limited(request: Request, exc: Exception) -> Response:
     scope = exc.limit.scope if exc.limit is not None else None
     request.app.state.metrics.rate_limited.labels(scope or "route").inc()
     message = f"rate limit exceeded: {exc.detail}; retry after {headers['Retry-After']}s"
+    if is_protocol_path(request.url.path):
+        return protocol_error_response(429, message, headers)
     return error_response(429, RateLimited.code, message, headers=headers)
 
 

@@ -170,6 +170,49 @@ class InputValidator:
             raise InvalidInput.for_fields(errors)
         return np.array(rows, dtype=np.float32)
 
+    def matrix(self, values: np.ndarray, where: str, max_rows: int) -> np.ndarray:
+        """A numeric (n, n_features) tensor → float32 rows, with the same rules as JSON
+        instances: finite, within bounds, whole numbers for ints, 0/1 for booleans."""
+        if values.ndim != 2 or values.shape[1] != len(self.specs):
+            raise InvalidInput.for_fields(
+                [
+                    FieldError(
+                        where, f"expected shape [n, {len(self.specs)}], got {list(values.shape)}"
+                    )
+                ]
+            )
+        if not 1 <= values.shape[0] <= max_rows:
+            raise InvalidInput.for_fields(
+                [FieldError(where, f"expected 1 to {max_rows} rows, got {values.shape[0]}")]
+            )
+        rows = values.astype(np.float64, copy=False)
+        errors: list[FieldError] = []
+        for col, spec in enumerate(self.specs):
+            column = rows[:, col]
+            bad = ~np.isfinite(column)
+            reason = "NaN and Infinity are not allowed"
+            checks: list[tuple[np.ndarray, str]] = [(bad, reason)]
+            finite = np.where(bad, 0.0, column)
+            if spec.dtype is DType.BOOL:
+                checks.append((~np.isin(finite, (0.0, 1.0)) & ~bad, "expected 0 or 1 (boolean)"))
+            elif spec.dtype is DType.INT:
+                checks.append((finite != np.round(finite), "expected a whole number"))
+            if spec.min is not None:
+                checks.append((finite < spec.min, f"must be >= {_fmt(spec.min)}"))
+            if spec.max is not None:
+                checks.append((finite > spec.max, f"must be <= {_fmt(spec.max)}"))
+            for mask, why in checks:
+                for r in np.flatnonzero(mask)[:5]:
+                    errors.append(
+                        FieldError(
+                            f"{where}[{r}][{col}] ({spec.name})",
+                            f"{why} (got {float(column[r])!r})",
+                        )
+                    )
+        if errors:
+            raise InvalidInput.for_fields(errors[:50])
+        return rows.astype(np.float32)
+
 
 def _member(payload: Any, key: str, expected: str) -> Any:
     if not isinstance(payload, dict):

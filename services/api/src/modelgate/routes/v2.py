@@ -1,0 +1,321 @@
+"""Open Inference Protocol (KServe V2, Triton's HTTP API) over the same prediction service.
+
+A thin translation: tensors in, ``PredictionService.run`` (cache, batching, quotas and
+metrics as for the native API), tensors out. JSON tensors (flat or nested ``data``) and the
+binary tensor extension are both accepted; the body is read whatever its Content-Type,
+since tritonclient sends none for JSON. Errors are ``{"error": "..."}`` (errors.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import numpy as np
+import orjson
+from fastapi import APIRouter, Depends, Request
+from slowapi import Limiter
+from starlette.responses import Response
+
+from modelgate import __version__
+from modelgate.auth import require_admin, require_client
+from modelgate.control import verify_version
+from modelgate.deps import (
+    ControlDep,
+    LifecycleDep,
+    RepositoryDep,
+    ServiceDep,
+    SettingsDep,
+    json_response,
+    read_body,
+)
+from modelgate.errors import InvalidInput, MalformedRequest, ModelNotFound
+from modelgate.ratelimit import PREDICT_SCOPE, quota
+from modelgate.repository import ModelRepository, discover
+from modelgate.runtime import LoadedModel
+from modelgate.settings import RateLimitSettings
+from modelgate.tensors import NUMPY_TYPES, input_spec, output_specs, output_tensors
+from modelgate.validation import InputValidator, parse_json
+
+HEADER_LENGTH = "inference-header-content-length"
+PLATFORMS = {"torch_export": "pytorch_export", "torchscript": "pytorch_libtorch"}
+
+
+# --- metadata ---------------------------------------------------------------------------
+
+
+def model_metadata(repository: ModelRepository, name: str, version: str | None) -> dict[str, Any]:
+    model = repository.get(name, version)
+    entry = repository.entry(name)
+    return {
+        "name": name,
+        "versions": sorted(entry.versions, key=int),
+        "platform": PLATFORMS[model.manifest.format.value],
+        "inputs": [input_spec(model.manifest).describe()],
+        "outputs": [s.describe() for s in output_specs(model.manifest)],
+    }
+
+
+# --- requests ---------------------------------------------------------------------------
+
+
+def split_body(request: Request, body: bytes) -> tuple[Any, bytes]:
+    """The JSON header and the binary tensor data after it (binary tensor extension)."""
+    declared = request.headers.get(HEADER_LENGTH)
+    if declared is None:
+        return parse_json(body), b""
+    if not declared.isdigit() or int(declared) > len(body):
+        raise MalformedRequest(f"{HEADER_LENGTH} is {declared!r} for a {len(body)}-byte body")
+    size = int(declared)
+    return parse_json(body[:size]), body[size:]
+
+
+def _bad(message: str) -> InvalidInput:
+    return InvalidInput(message)
+
+
+def input_tensor(
+    model: LoadedModel, validator: InputValidator, payload: Any, binary: bytes, max_rows: int
+) -> np.ndarray:
+    """The request's one input tensor as (n, F) float32, validated like native input."""
+    if not isinstance(payload, dict):
+        raise _bad("inference request must be a JSON object")
+    inputs = payload.get("inputs")
+    if not isinstance(inputs, list) or len(inputs) != 1 or not isinstance(inputs[0], dict):
+        raise _bad(f"expected exactly one input tensor named '{input_spec(model.manifest).name}'")
+    tensor = inputs[0]
+    spec = input_spec(model.manifest)
+    if tensor.get("name") != spec.name:
+        raise _bad(f"unexpected input {tensor.get('name')!r}; the model's input is {spec.name!r}")
+    if tensor.get("datatype") != spec.datatype:
+        raise _bad(
+            f"input {spec.name!r}: datatype {tensor.get('datatype')!r} does not match the "
+            f"model's {spec.datatype}"
+        )
+    shape = tensor.get("shape")
+    if (
+        not isinstance(shape, list)
+        or len(shape) != 2
+        or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape)
+        or shape[1] != spec.shape[1]
+    ):
+        raise _bad(f"input {spec.name!r}: shape {shape} does not match the model's {spec.shape}")
+    count = shape[0] * shape[1]
+    params = tensor.get("parameters") or {}
+    dtype = NUMPY_TYPES[spec.datatype]
+    if "binary_data_size" in params:
+        size = params["binary_data_size"]
+        if not isinstance(size, int) or size != count * dtype.itemsize or size > len(binary):
+            raise _bad(
+                f"input {spec.name!r}: binary_data_size {size} does not hold shape {shape} "
+                f"of {spec.datatype} ({len(binary)} bytes of binary data sent)"
+            )
+        values = np.frombuffer(binary[:size], dtype=dtype)
+    else:
+        data = tensor.get("data")
+        if data is None:
+            raise _bad(f"input {spec.name!r}: no 'data' and no binary_data_size")
+        try:
+            values = np.asarray(data, dtype=np.float64).reshape(-1)
+        except (ValueError, TypeError):
+            raise _bad(f"input {spec.name!r}: data must be numbers") from None
+        if values.size != count:
+            raise _bad(f"input {spec.name!r}: {values.size} values do not fill shape {shape}")
+    return validator.matrix(values.reshape(shape[0], shape[1]), spec.name, max_rows)
+
+
+def requested_outputs(model: LoadedModel, payload: dict[str, Any]) -> list[tuple[str, bool]]:
+    """(name, binary?) for each output to return, in order."""
+    known = [s.name for s in output_specs(model.manifest)]
+    default_binary = bool((payload.get("parameters") or {}).get("binary_data_output", False))
+    asked = payload.get("outputs")
+    if not asked:
+        return [(name, default_binary) for name in known]
+    if not isinstance(asked, list):
+        raise _bad("'outputs' must be a list")
+    out = []
+    for item in asked:
+        name = item.get("name") if isinstance(item, dict) else None
+        if name not in known:
+            raise _bad(f"unknown output {name!r}; the model's outputs are {known}")
+        binary = (item.get("parameters") or {}).get("binary_data", default_binary)
+        out.append((name, bool(binary)))
+    return out
+
+
+def infer_response(
+    model: LoadedModel,
+    payload: dict[str, Any],
+    outputs: list[dict[str, Any]],
+) -> Response:
+    tensors = output_tensors(model.manifest, outputs)
+    specs = {s.name: s for s in output_specs(model.manifest)}
+    body: dict[str, Any] = {"model_name": model.name, "model_version": model.version}
+    if "id" in payload:
+        body["id"] = payload["id"]
+    described: list[dict[str, Any]] = []
+    blobs: list[bytes] = []
+    for name, binary in requested_outputs(model, payload):
+        array = tensors[name]
+        out: dict[str, Any] = {
+            "name": name,
+            "datatype": specs[name].datatype,
+            "shape": list(array.shape),
+        }
+        if binary:
+            blob = array.astype(NUMPY_TYPES[specs[name].datatype]).tobytes()
+            out["parameters"] = {"binary_data_size": len(blob)}
+            blobs.append(blob)
+        else:
+            out["data"] = array.reshape(-1).tolist()
+        described.append(out)
+    body["outputs"] = described
+    if not blobs:
+        return json_response(body)
+    header = orjson.dumps(body)
+    return Response(
+        header + b"".join(blobs),
+        media_type="application/octet-stream",
+        headers={"Inference-Header-Content-Length": str(len(header))},
+    )
+
+
+# --- routes -----------------------------------------------------------------------------
+
+
+def build_router(limiter: Limiter, limits: RateLimitSettings) -> APIRouter:
+    router = APIRouter(prefix="/v2", tags=["v2"])
+    infer_quota = quota(limiter, limits.predict, PREDICT_SCOPE)
+
+    @router.get("")
+    async def server_metadata() -> Response:
+        """Server name, version and the protocol extensions it supports."""
+        return json_response(
+            {
+                "name": "modelgate",
+                "version": __version__,
+                "extensions": ["binary_tensor_data", "model_repository"],
+            }
+        )
+
+    @router.get("/health/live")
+    async def live() -> Response:
+        return json_response({"live": True})
+
+    @router.get("/health/ready")
+    async def ready(repository: RepositoryDep, lifecycle: LifecycleDep) -> Response:
+        ok = repository.ready() and not lifecycle.draining
+        return json_response({"ready": ok}, 200 if ok else 503)
+
+    @router.get("/models/{name}")
+    async def metadata(name: str, repository: RepositoryDep) -> Response:
+        return json_response(model_metadata(repository, name, None))
+
+    @router.get("/models/{name}/versions/{version}")
+    async def version_metadata(name: str, version: str, repository: RepositoryDep) -> Response:
+        return json_response(model_metadata(repository, name, version))
+
+    @router.get("/models/{name}/ready")
+    async def model_ready(name: str, repository: RepositoryDep) -> Response:
+        model = repository.get(name)
+        return json_response({"name": name, "version": model.version, "ready": True})
+
+    @router.get("/models/{name}/versions/{version}/ready")
+    async def version_ready(name: str, version: str, repository: RepositoryDep) -> Response:
+        repository.get(name, version)
+        return json_response({"name": name, "version": version, "ready": True})
+
+    async def infer(
+        request: Request,
+        service: ServiceDep,
+        settings: SettingsDep,
+        name: str,
+        version: str | None,
+    ) -> Response:
+        model = service.repository.get(name, version)
+        payload, binary = split_body(request, await read_body(request, settings.max_body_bytes))
+        validator = service.validator(model)
+        rows = input_tensor(model, validator, payload, binary, settings.max_batch_instances)
+        requested_outputs(model, payload)  # refuse unknown outputs before running
+        result = await service.run(model, rows)
+        request.state.model, request.state.version = model.name, model.version
+        return infer_response(model, payload, result.outputs)
+
+    @router.post("/models/{name}/infer", dependencies=[Depends(require_client)])
+    @infer_quota
+    async def model_infer(
+        name: str, request: Request, service: ServiceDep, settings: SettingsDep
+    ) -> Response:
+        """Inference with the model's default version."""
+        return await infer(request, service, settings, name, None)
+
+    @router.post("/models/{name}/versions/{version}/infer", dependencies=[Depends(require_client)])
+    @infer_quota
+    async def version_infer(
+        name: str, version: str, request: Request, service: ServiceDep, settings: SettingsDep
+    ) -> Response:
+        """Inference with one version."""
+        return await infer(request, service, settings, name, version)
+
+    # --- repository extension -----------------------------------------------------------
+
+    @router.post("/repository/index")
+    async def repository_index(repository: RepositoryDep) -> Response:
+        """Every model version on disk, and whether it is loaded here."""
+        index = []
+        loaded = repository.models
+        failures = {(f.name, f.version): f.reason for f in repository.failures}
+        for name, versions in discover(repository.root).items():
+            for version in versions:
+                entry = loaded.get(name)
+                ready = entry is not None and version in entry.versions
+                item = {
+                    "name": name,
+                    "version": version,
+                    "state": "READY" if ready else "UNAVAILABLE",
+                }
+                if not ready:
+                    item["reason"] = failures.get((name, version), "not loaded")
+                index.append(item)
+        return json_response(index)
+
+    async def _parameters(request: Request) -> dict[str, Any]:
+        raw = await read_body(request, 64 * 1024)
+        payload = parse_json(raw) if raw.strip() else {}
+        params = payload.get("parameters") if isinstance(payload, dict) else None
+        return params if isinstance(params, dict) else {}
+
+    @router.post("/repository/models/{name}/load", dependencies=[Depends(require_admin)])
+    async def repository_load(
+        name: str, request: Request, repository: RepositoryDep, control: ControlDep
+    ) -> Response:
+        """Load (make default) a version fleet-wide: ``{"parameters": {"version": "2"}}``,
+        or the highest version on disk without one. Same path as the admin route."""
+        version = (await _parameters(request)).get("version")
+        if version is None:
+            on_disk = discover(repository.root).get(name)
+            if not on_disk:
+                raise ModelNotFound(f"no model {name!r} in the repository")
+            version = on_disk[-1]
+        version = str(version)
+        await asyncio.to_thread(verify_version, repository, name, version)
+        _, outcome = await control.issue(control.command("load", name, version))
+        if not outcome.applied:
+            raise InvalidInput(outcome.detail)
+        return json_response({})
+
+    @router.post("/repository/models/{name}/unload", dependencies=[Depends(require_admin)])
+    async def repository_unload(
+        name: str, request: Request, repository: RepositoryDep, control: ControlDep
+    ) -> Response:
+        """Unload a model (or one version: ``{"parameters": {"version": "1"}}``) fleet-wide."""
+        version = (await _parameters(request)).get("version")
+        entry = repository.entry(name)
+        if version is not None and str(version) not in entry.versions:
+            raise ModelNotFound(f"model {name!r} has no loaded version {version!r}")
+        await control.issue(
+            control.command("unload", name, None if version is None else str(version))
+        )
+        return json_response({})
+
+    return router
