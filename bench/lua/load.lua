@@ -1,0 +1,52 @@
+-- wrk script for every scenario. Environment:
+--   BENCH_PATH       request path
+--   BENCH_BODY       JSON body; "{N}" in it is replaced by a per-request number in
+--                    20000..119999 (unique within a run of < 100,000 requests per thread)
+--   BENCH_REPEAT     fraction (0..1) of requests sent with N=75000, i.e. a repeated input
+--   BENCH_RATE       if set: requests per second over all connections (paced, see README)
+--   BENCH_CONNECTIONS connections, to pace each one at BENCH_RATE / connections
+-- At the end it prints one JSON line: requests, seconds, non_2xx, latency percentiles (ms).
+local path = os.getenv("BENCH_PATH")
+local body = os.getenv("BENCH_BODY")
+local repeat_fraction = tonumber(os.getenv("BENCH_REPEAT") or "0")
+local rate = tonumber(os.getenv("BENCH_RATE") or "0")
+local connections = tonumber(os.getenv("BENCH_CONNECTIONS") or "64")
+local counter = 0
+local headers = {["Content-Type"] = "application/json"}
+local repeated = string.gsub(body, "{N}", "75000")
+
+function setup(thread)
+  thread:set("id", math.random(1, 1000000))
+end
+
+function init(args)
+  math.randomseed(os.time() + (id or 0))
+  counter = (id or 0) % 100000
+end
+
+function request()
+  local b = repeated
+  if math.random() >= repeat_fraction then
+    counter = counter + 1
+    b = string.gsub(body, "{N}", tostring(20000 + counter % 100000))
+  end
+  return wrk.format("POST", path, headers, b)
+end
+
+function delay()
+  if rate > 0 then
+    return 1000 * connections / rate
+  end
+  return 0
+end
+
+function done(summary, latency, requests)
+  io.write(string.format(
+    '{"requests": %d, "seconds": %.3f, "non_2xx": %d, "socket_errors": %d, ' ..
+    '"p50_ms": %.3f, "p99_ms": %.3f, "p999_ms": %.3f}\n',
+    summary.requests, summary.duration / 1e6,
+    summary.errors.status, summary.errors.connect + summary.errors.read +
+      summary.errors.write + summary.errors.timeout,
+    latency:percentile(50) / 1000, latency:percentile(99) / 1000,
+    latency:percentile(99.9) / 1000))
+end

@@ -1,0 +1,527 @@
+"""make bench: run every scenario end to end and write bench/RESULTS.md and results.json.
+
+Each scenario starts what it needs on free loopback ports, checks that every server answers
+correctly (a wrong answer fails the server), warms it up, then measures with wrk and the
+Lua script in bench/lua/load.lua. Servers are pinned to core 1 and wrk to core 0 where the
+scenario says so. Baseline and ceiling run in the same session, so ratios compare like
+with like. `--seconds 1 --warmup 0` is the smoke mode the tests use.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+BENCH = ROOT / "bench"
+VENV_BIN = Path(sys.executable).parent
+LUA = BENCH / "lua" / "load.lua"
+SERVER_CPU, LOAD_CPU = "1", "0"
+
+CHURN_FEATURES = {
+    "age": 35, "income": "{N}", "credit_score": 680, "num_purchases": 24,
+    "account_age_days": 730, "avg_transaction": 85.5, "num_returns": 2,
+    "is_premium": False, "region": 2, "category_preference": 3,
+}  # fmt: skip
+
+
+@dataclass
+class Result:
+    scenario: str
+    server: str
+    rps: float
+    p50_ms: float
+    p99_ms: float
+    non_2xx: int
+    p999_ms: float | None = None
+    rows_per_request: int = 1
+    note: str = ""
+    command: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def http(url: str, body: bytes | None = None, timeout: float = 10) -> tuple[int, Any]:
+    request = urllib.request.Request(url, data=body, headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as r:
+            return int(r.status), json.loads(r.read() or b"null")
+    except urllib.error.HTTPError as e:
+        return int(e.code), None
+
+
+def wait_ready(url: str, proc: subprocess.Popen[bytes], timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited ({proc.returncode}) before {url} was ready")
+        try:
+            if http(url, timeout=2)[0] == 200:
+                return
+        except OSError:
+            pass
+        time.sleep(0.1)  # polling interval
+    raise RuntimeError(f"{url} not ready after {timeout}s")
+
+
+@contextmanager
+def server(argv: list[str], ready_url: str, env: dict[str, str], cpu: str | None) -> Iterator[None]:
+    """Start a server (pinned to ``cpu``), wait for it, and stop it by PID afterwards."""
+    full = ["taskset", "-c", cpu, *argv] if cpu else argv
+    log = open(BENCH / "out" / f"server-{Path(argv[0]).name}-{time.time_ns()}.log", "wb")  # noqa: SIM115
+    proc = subprocess.Popen(full, env={**os.environ, **env}, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        wait_ready(ready_url, proc)
+        yield
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        log.close()
+
+
+def wrk(
+    url: str,
+    path: str,
+    body: str,
+    seconds: float,
+    connections: int,
+    *,
+    repeat: float = 0.0,
+    rate: float = 0.0,
+    pinned: bool = True,
+) -> tuple[dict[str, Any], str]:
+    env = {
+        **os.environ,
+        "BENCH_PATH": path,
+        "BENCH_BODY": body,
+        "BENCH_REPEAT": str(repeat),
+        "BENCH_RATE": str(rate),
+        "BENCH_CONNECTIONS": str(connections),
+    }
+    argv = ["wrk", "-t1", f"-c{connections}", f"-d{max(1, round(seconds))}s", "-s", str(LUA), url]
+    if pinned:
+        argv = ["taskset", "-c", LOAD_CPU, *argv]
+    out = subprocess.run(argv, env=env, capture_output=True, text=True, check=True).stdout
+    line = next(line for line in out.splitlines() if line.startswith("{"))
+    stats = json.loads(line)
+    stats["rps"] = stats["requests"] / stats["seconds"]
+    shown = f"BENCH_PATH={path} BENCH_REPEAT={repeat}" + (f" BENCH_RATE={rate}" if rate else "")
+    return stats, f"{shown} {' '.join(argv[3:] if pinned else argv)}"
+
+
+@dataclass
+class Bench:
+    seconds: float
+    warmup: float
+    connections: int
+    models: Path
+    results: list[Result] = field(default_factory=list)
+
+    def measure(
+        self, scenario: str, name: str, url: str, path: str, body: str, rows: int = 1, **kw: Any
+    ) -> Result:
+        if self.warmup:
+            wrk(url, path, body, self.warmup, self.connections, **kw)
+        stats, command = wrk(url, path, body, self.seconds, self.connections, **kw)
+        result = Result(
+            scenario,
+            name,
+            stats["rps"] * rows,
+            stats["p50_ms"],
+            stats["p99_ms"],
+            stats["non_2xx"] + stats["socket_errors"],
+            stats["p999_ms"],
+            rows,
+            command=command,
+        )
+        self.results.append(result)
+        print(
+            f"{scenario:<4} {name:<28} {result.rps:>10.0f}/s  p50 {result.p50_ms:7.2f} ms  "
+            f"p99 {result.p99_ms:7.2f} ms  non-2xx {result.non_2xx}",
+            flush=True,
+        )
+        return result
+
+    # --- servers -------------------------------------------------------------------------
+
+    @contextmanager
+    def ceiling(self, cpu: str | None = SERVER_CPU) -> Iterator[str]:
+        port = free_port()
+        argv = [
+            str(VENV_BIN / "uvicorn"),
+            "bench.servers.ceiling:app",
+            "--port",
+            str(port),
+            "--loop",
+            "uvloop",
+            "--http",
+            "httptools",
+            "--no-access-log",
+            "--log-level",
+            "warning",
+        ]
+        url = f"http://127.0.0.1:{port}"
+        with server(argv, url + "/", {"PYTHONPATH": str(ROOT)}, cpu):
+            yield url
+
+    @contextmanager
+    def baseline(self, model_dir: Path, cpu: str | None = SERVER_CPU) -> Iterator[str]:
+        port = free_port()
+        argv = [
+            str(VENV_BIN / "uvicorn"),
+            "bench.servers.baseline:app",
+            "--port",
+            str(port),
+            "--no-access-log",
+            "--log-level",
+            "warning",
+        ]
+        url = f"http://127.0.0.1:{port}"
+        env = {"PYTHONPATH": str(ROOT), "BENCH_MODEL_DIR": str(model_dir)}
+        with server(argv, url + "/openapi.json", env, cpu):
+            yield url
+
+    @contextmanager
+    def modelgate(self, model: str, cpu: str | None = SERVER_CPU) -> Iterator[str]:
+        port = free_port()
+        argv = [
+            str(VENV_BIN / "modelgate"),
+            "serve",
+            "--model-repository",
+            str(self.models),
+            "--port",
+            str(port),
+            "--workers",
+            "1",
+        ]
+        url = f"http://127.0.0.1:{port}"
+        env = {"MODELGATE_MODELS": json.dumps([model]), "MODELGATE_LOG_LEVEL": "INFO"}
+        with server(argv, url + "/ready", env, cpu):
+            yield url
+
+
+def check(url: str, path: str, body: str, expected: dict[str, Any], server_name: str) -> None:
+    """A server that answers wrong is a failed server, not a fast one."""
+    status, answer = http(url + path, body.replace("{N}", "75000").encode())
+    if status != 200:
+        raise RuntimeError(f"{server_name}: status {status} on {path}")
+    for key, want in expected.items():
+        got = answer.get(key) if isinstance(answer, dict) else None
+        if isinstance(want, float):
+            ok = isinstance(got, float) and abs(got - want) < 1e-4
+        elif isinstance(want, list):
+            ok = isinstance(got, list) and all(
+                abs(a - b) < 1e-4 for a, b in zip(got, want, strict=True)
+            )
+        else:
+            ok = got == want
+        if not ok:
+            raise RuntimeError(f"{server_name}: {key} = {got!r}, expected {want!r}")
+
+
+def expected_answers(models: Path) -> dict[str, Any]:
+    """What a correct server answers, computed with torch directly."""
+    import torch
+
+    out: dict[str, Any] = {}
+    churn = json.loads((models / "churn/2/model.json").read_text())
+    row = [float(v if v != "{N}" else 75000) for v in CHURN_FEATURES.values()]
+    program = torch.export.load(str(models / "churn/2" / churn["file"])).module()
+    with torch.no_grad():
+        p = float(program(torch.tensor([row])).reshape(-1)[0])
+        out["churn"] = {"probability": p, "prediction": int(p >= 0.5)}
+        mlp = json.loads((models / "bench-mlp/1/model.json").read_text())
+        net = torch.export.load(str(models / "bench-mlp/1" / mlp["file"])).module()
+        probs = net(torch.full((1, 256), 0.5)).reshape(-1).tolist()
+        out["bench-mlp"] = {"prediction": int(max(range(10), key=lambda i: probs[i]))}
+        out["bench-mlp-probs"] = probs
+    return out
+
+
+def churn_body() -> str:
+    return json.dumps({"features": CHURN_FEATURES}).replace('"{N}"', "{N}")
+
+
+def mlp_body(rows: int = 1) -> str:
+    features = {f"f{i:03d}": 0.5 for i in range(256)}
+    if rows == 1:
+        return json.dumps({"features": features})
+    return json.dumps({"instances": [features] * rows})
+
+
+# --- scenarios ------------------------------------------------------------------------------
+
+
+def s1_s2(b: Bench, expected: dict[str, Any]) -> None:
+    for scenario, model, body, path_mg, want in (
+        ("S1", "churn", churn_body(), "/models/churn/predict", expected["churn"]),
+        ("S2", "bench-mlp", mlp_body(), "/models/bench-mlp/predict", expected["bench-mlp"]),
+    ):
+        model_dir = b.models / model / ("2" if model == "churn" else "1")
+        with b.baseline(model_dir) as url:
+            check(url, "/predict", body, want, "baseline")
+            b.measure(scenario, "baseline (FastAPI tutorial)", url, "/predict", body)
+        with b.modelgate(model) as url:
+            check(url, path_mg, body, want, "modelgate")
+            b.measure(scenario, "modelgate (1 worker)", url, path_mg, body)
+    with b.ceiling() as url:
+        b.measure("S1", "ceiling (bare ASGI)", url, "/predict", churn_body())
+
+
+def s3(b: Bench, expected: dict[str, Any]) -> None:
+    rows = 32
+    body = mlp_body(rows)
+    path = "/models/bench-mlp/predict/batch"
+    with b.modelgate("bench-mlp") as url:
+        status, answer = http(url + path, body.encode())
+        predictions = answer["predictions"] if status == 200 else []
+        if len(predictions) != rows or any(
+            p["prediction"] != expected["bench-mlp"]["prediction"] for p in predictions
+        ):
+            raise RuntimeError("modelgate: wrong batch answer for bench-mlp")
+        b.measure("S3", "modelgate (1 worker, 32 rows)", url, path, body, rows=rows)
+    argv = [
+        "taskset",
+        "-c",
+        SERVER_CPU,
+        sys.executable,
+        str(BENCH / "torch_ceiling.py"),
+        "--model-dir",
+        str(b.models / "bench-mlp/1"),
+        "--rows",
+        str(rows),
+        "--seconds",
+        str(b.seconds),
+    ]
+    out = json.loads(subprocess.run(argv, capture_output=True, text=True, check=True).stdout)
+    b.results.append(
+        Result(
+            "S3",
+            "torch only (32-row calls)",
+            out["rows_per_second"],
+            0,
+            0,
+            0,
+            None,
+            rows,
+            command=" ".join(argv[3:]),
+        )
+    )
+    print(f"S3   torch only                   {out['rows_per_second']:>10.0f} rows/s", flush=True)
+
+
+@contextmanager
+def native_stack(b: Bench) -> Iterator[str]:
+    d = BENCH / "out" / "stack"
+    shutil.rmtree(d, ignore_errors=True)
+    ports = {k: free_port() for k in ("gw", "st", "r", "p", "ne", "re")}
+    env = {
+        **os.environ,
+        "MODELGATE_STACK_DIR": str(d),
+        "MODELGATE_STACK_GATEWAY_PORT": str(ports["gw"]),
+        "MODELGATE_STACK_GATEWAY_STATUS_PORT": str(ports["st"]),
+        "MODELGATE_STACK_REPLICA_PORTS": ",".join(str(free_port()) for _ in range(3)),
+        "MODELGATE_STACK_REDIS_PORT": str(ports["r"]),
+        "MODELGATE_STACK_PROMETHEUS_PORT": str(ports["p"]),
+        "MODELGATE_STACK_NGINX_EXPORTER_PORT": str(ports["ne"]),
+        "MODELGATE_STACK_REDIS_EXPORTER_PORT": str(ports["re"]),
+        "MODELGATE_MODELS": '["churn"]',
+        "MODELGATE_RATE_LIMIT__PREDICT": "100000000/minute",
+    }
+    cli = [str(VENV_BIN / "modelgate"), "stack"]
+    subprocess.run(
+        [*cli, "up", "--detach", "--model-repository", str(b.models)],
+        env=env,
+        check=True,
+        capture_output=True,
+    )
+    try:
+        yield f"http://127.0.0.1:{ports['gw']}"
+    finally:
+        subprocess.run([*cli, "down"], env=env, check=True, capture_output=True)
+
+
+def s4_s5(b: Bench, expected: dict[str, Any]) -> None:
+    body = churn_body()
+    with b.baseline(b.models / "churn/2", cpu=None) as url:
+        check(url, "/predict", body, expected["churn"], "baseline")
+        b.measure("S4", "baseline (unpinned)", url, "/predict", body, pinned=False)
+    with native_stack(b) as url:
+        path = "/models/churn/predict"
+        check(url, path, body, expected["churn"], "modelgate stack")
+        for repeat in (0.0, 0.5, 1.0):
+            b.measure(
+                "S4",
+                f"stack, {int(repeat * 100)}% repeats",
+                url,
+                path,
+                body,
+                repeat=repeat,
+                pinned=False,
+            )
+        b.measure("S5", "stack at 1000 req/s offered", url, path, body, rate=1000.0, pinned=False)
+
+
+# --- report ---------------------------------------------------------------------------------
+
+
+def find(results: list[Result], scenario: str, prefix: str) -> Result | None:
+    return next(
+        (r for r in results if r.scenario == scenario and r.server.startswith(prefix)), None
+    )
+
+
+def ratio(a: Result | None, b: Result | None) -> float | None:
+    return a.rps / b.rps if a and b and b.rps else None
+
+
+def targets(results: list[Result]) -> list[tuple[str, str, bool | None]]:
+    def f(x: float | None, fmt: str = "{:.2f}×") -> str:
+        return fmt.format(x) if x is not None else "n/a"
+
+    s1 = find(results, "S1", "modelgate")
+    s1r = ratio(s1, find(results, "S1", "baseline"))
+    s2r = ratio(find(results, "S2", "modelgate"), find(results, "S2", "baseline"))
+    s3r = ratio(find(results, "S3", "modelgate"), find(results, "S3", "torch"))
+    base4 = find(results, "S4", "baseline")
+    s4_0 = ratio(find(results, "S4", "stack, 0%"), base4)
+    s4_100 = ratio(find(results, "S4", "stack, 100%"), base4)
+    s4_errors = sum(r.non_2xx for r in results if r.scenario == "S4")
+    s5 = find(results, "S5", "stack")
+    rows = [
+        ("S1 ≥ 3× baseline req/s", f(s1r), s1r is not None and s1r >= 3),
+        ("S1 p99 ≤ 10 ms", f(s1.p99_ms if s1 else None, "{:.2f} ms"), bool(s1 and s1.p99_ms <= 10)),
+        ("S2 ≥ 2× baseline req/s", f(s2r), s2r is not None and s2r >= 2),
+        ("S3 ≥ 90% of torch-only rows/s", f(s3r, "{:.0%}"), s3r is not None and s3r >= 0.9),
+        ("S4 ≥ 1.5× unpinned baseline, 0% repeats", f(s4_0), s4_0 is not None and s4_0 >= 1.5),
+        ("S4 ≥ 3× unpinned baseline, 100% repeats", f(s4_100), s4_100 is not None and s4_100 >= 3),
+        ("S4 0 non-2xx", str(s4_errors), s4_errors == 0),
+        (
+            "S5 p99 ≤ 10 ms at 1,000 req/s",
+            f(s5.p99_ms if s5 else None, "{:.2f} ms"),
+            bool(s5 and s5.p99_ms <= 10),
+        ),
+    ]
+    return rows
+
+
+def machine() -> dict[str, str]:
+    cpu = next(
+        (
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        ),
+        platform.processor(),
+    )
+    import torch
+
+    wrk_version = subprocess.run(["wrk", "--version"], capture_output=True, text=True).stdout
+    return {
+        "cores": str(os.cpu_count()),
+        "cpu": cpu,
+        "kernel": platform.release(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "wrk": (wrk_version.splitlines() or ["?"])[0],
+    }
+
+
+def report(b: Bench, argv: list[str]) -> str:
+    m = machine()
+    lines = [
+        "# modelgate benchmark results",
+        "",
+        f"Command: `{' '.join(argv)}` ({time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}).",
+        f"Machine: {m['cores']} cores, {m['cpu']}, Linux {m['kernel']}; Python {m['python']}, "
+        f"torch {m['torch']}, {m['wrk']}.",
+        f"Load: wrk, 1 thread, {b.connections} connections, {b.seconds:g} s per point after "
+        f"{b.warmup:g} s of warm-up, script `bench/lua/load.lua`. Pinned scenarios (S1–S3): "
+        f"server on core {SERVER_CPU}, wrk on core {LOAD_CPU}. S4/S5 unpinned.",
+        "",
+        "| scenario | server | req/s (rows/s for S3) | p50 ms | p99 ms | p99.9 ms | non-2xx |",
+        "|---|---|---:|---:|---:|---:|---:|",
+    ]
+    for r in b.results:
+        p999 = f"{r.p999_ms:.2f}" if r.p999_ms is not None else ""
+        lines.append(
+            f"| {r.scenario} | {r.server} | {r.rps:,.0f} | {r.p50_ms:.2f} | {r.p99_ms:.2f} "
+            f"| {p999} | {r.non_2xx} |"
+        )
+    lines += ["", "## Ratios", "", "| | ratio |", "|---|---:|"]
+    for label, pair in (
+        ("S1 modelgate / baseline", ("S1", "modelgate", "baseline")),
+        ("S1 modelgate / ceiling", ("S1", "modelgate", "ceiling")),
+        ("S2 modelgate / baseline", ("S2", "modelgate", "baseline")),
+        ("S3 modelgate / torch only", ("S3", "modelgate", "torch")),
+        ("S4 stack 0% / baseline", ("S4", "stack, 0%", "baseline")),
+        ("S4 stack 50% / baseline", ("S4", "stack, 50%", "baseline")),
+        ("S4 stack 100% / baseline", ("S4", "stack, 100%", "baseline")),
+    ):
+        r = ratio(find(b.results, pair[0], pair[1]), find(b.results, pair[0], pair[2]))
+        lines.append(f"| {label} | {r:.2f}× |" if r is not None else f"| {label} | n/a |")
+    lines += ["", "## Targets", "", "| target | achieved | met |", "|---|---:|:---:|"]
+    for label, achieved, met in targets(b.results):
+        lines.append(f"| {label} | {achieved} | {'yes' if met else 'no'} |")
+    lines += ["", "## Commands", ""]
+    lines += [f"- {r.scenario} {r.server}: `{r.command}`" for r in b.results if r.command]
+    return "\n".join(lines) + "\n"
+
+
+SCENARIOS = {"S1": s1_s2, "S3": s3, "S4": s4_s5}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=15)
+    parser.add_argument("--warmup", type=float, default=5)
+    parser.add_argument("--connections", type=int, default=64)
+    parser.add_argument("--only", default="S1,S3,S4", help="S1 (with S2), S3, S4 (with S5)")
+    parser.add_argument("--out", type=Path, default=BENCH)
+    args = parser.parse_args()
+    (BENCH / "out").mkdir(exist_ok=True)
+    models = BENCH / "out" / "models"
+    subprocess.run(
+        [sys.executable, str(BENCH / "build_bench_model.py"), "--out", str(models)], check=True
+    )
+    b = Bench(args.seconds, args.warmup, args.connections, models)
+    expected = expected_answers(models)
+    for key in args.only.split(","):
+        SCENARIOS[key.strip()](b, expected)
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "RESULTS.md").write_text(report(b, ["python", "bench/run.py", *sys.argv[1:]]))
+    (args.out / "results.json").write_text(
+        json.dumps(
+            [{k: v for k, v in asdict(r).items() if k != "extra"} for r in b.results], indent=2
+        )
+        + "\n"
+    )
+    print((args.out / "RESULTS.md").read_text())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
