@@ -10,7 +10,7 @@ PORT ?= 8000
 WORKERS ?= 2
 MODELGATE := $(VENV)/bin/modelgate
 
-.PHONY: help venv models os-deps run up down status serve test lint fmt clean
+.PHONY: help venv models os-deps run up down status serve test lint fmt clean bench
 
 help:
 	@echo "make run    - the native stack in the foreground: gateway on http://127.0.0.1:8080"
@@ -19,6 +19,7 @@ help:
 	@echo "make serve  - one replica alone on http://$(HOST):$(PORT)"
 	@echo "make test   - lint, type-check and run every test tier"
 	@echo "make models - (re)build the demo model repository in models/"
+	@echo "make bench  - every benchmark scenario; writes bench/RESULTS.md (about 10 minutes)"
 
 $(STAMP): services/api/pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -31,7 +32,7 @@ venv: $(STAMP)
 # OS packages the stack and the tests run for real (apt-get, as root, only when missing).
 os-deps:
 	scripts/os-deps.sh redis-server nginx prometheus promtool \
-		prometheus-nginx-exporter prometheus-redis-exporter
+		prometheus-nginx-exporter prometheus-redis-exporter wrk
 
 models/.built: $(STAMP) scripts/build_models.py
 	$(PY) scripts/build_models.py --out models
@@ -65,6 +66,10 @@ fmt: $(STAMP)
 
 test: lint models os-deps
 	$(PY) -m pytest
+
+# Not part of `make test` (a smoke run of every scenario is). BENCH_ARGS=--seconds 30 …
+bench: models os-deps
+	$(PY) bench/run.py $(BENCH_ARGS)
 
 clean:
 	-test -x $(MODELGATE) && $(MODELGATE) stack down

@@ -30,23 +30,25 @@ class Lifecycle:
         return round(time.monotonic() - self.started_monotonic, 3)
 
 
-def _settings(request: Request) -> Settings:
+# Async on purpose: FastAPI runs a plain ``def`` dependency in a thread pool, which costs
+# a thread hop per dependency per request for what is an attribute read.
+async def _settings(request: Request) -> Settings:
     return request.state.settings  # type: ignore[no-any-return]
 
 
-def _repository(request: Request) -> ModelRepository:
+async def _repository(request: Request) -> ModelRepository:
     return request.state.repository  # type: ignore[no-any-return]
 
 
-def _service(request: Request) -> PredictionService:
+async def _service(request: Request) -> PredictionService:
     return request.state.service  # type: ignore[no-any-return]
 
 
-def _lifecycle(request: Request) -> Lifecycle:
+async def _lifecycle(request: Request) -> Lifecycle:
     return request.state.lifecycle  # type: ignore[no-any-return]
 
 
-def _control(request: Request) -> FleetControl:
+async def _control(request: Request) -> FleetControl:
     return request.state.control  # type: ignore[no-any-return]
 
 
