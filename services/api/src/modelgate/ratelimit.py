@@ -31,7 +31,7 @@ from slowapi import Limiter
 from slowapi.errors import RateLimitExceeded
 from starlette.responses import Response
 
-from modelgate.auth import presented_key
+from modelgate.auth import presented_key, require_client
 from modelgate.errors import (
     RateLimited,
     error_response,
@@ -110,7 +110,8 @@ Endpoint = Callable[..., Awaitable[Response]]
 
 
 def quota(limiter: Limiter, limit: str, scope: str) -> Callable[[Endpoint], Endpoint]:
-    """slowapi's shared limit for a route class, plus ``X-RateLimit-*`` on every answer."""
+    """For a prediction route: the client key (when keys are configured), then slowapi's
+    shared limit for the route class, then the handler; ``X-RateLimit-*`` on every answer."""
     shared = limiter.shared_limit(limit, scope=scope)
 
     def decorate(endpoint: Endpoint) -> Endpoint:
@@ -118,6 +119,7 @@ def quota(limiter: Limiter, limit: str, scope: str) -> Callable[[Endpoint], Endp
 
         @functools.wraps(endpoint)
         async def with_headers(*args: Any, **kwargs: Any) -> Response:
+            await require_client(kwargs["request"])
             response: Response = await checked(*args, **kwargs)
             response.headers.update(limit_headers(limiter, kwargs["request"], denied=False))
             return response

@@ -12,12 +12,11 @@ import time
 import uuid
 from typing import Any
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Request
 from slowapi import Limiter
 from starlette.responses import Response
 
-from modelgate.auth import require_client
-from modelgate.deps import ServiceDep, SettingsDep, json_response, read_body
+from modelgate.deps import json_response, read_body
 from modelgate.ratelimit import BATCH_SCOPE, PREDICT_SCOPE, quota
 from modelgate.service import BatchResult, PredictionService, elapsed_ms, now_iso
 from modelgate.settings import RateLimitSettings, Settings
@@ -45,14 +44,10 @@ def _note(request: Request, result: BatchResult) -> None:
     request.state.batch_rows = result.batch_rows
 
 
-async def predict_single(
-    request: Request,
-    service: PredictionService,
-    settings: Settings,
-    name: str | None,
-    version: str | None,
-) -> Response:
+async def predict_single(request: Request, name: str | None, version: str | None) -> Response:
     started = time.perf_counter()
+    service: PredictionService = request.state.service
+    settings: Settings = request.state.settings
     model = service.repository.get(name, version)
     payload = parse_json(await read_body(request, settings.max_body_bytes))
     rows = service.validator(model).single(payload)
@@ -70,14 +65,10 @@ async def predict_single(
     return json_response(body, headers=_headers(result))
 
 
-async def predict_batch(
-    request: Request,
-    service: PredictionService,
-    settings: Settings,
-    name: str | None,
-    version: str | None,
-) -> Response:
+async def predict_batch(request: Request, name: str | None, version: str | None) -> Response:
     started = time.perf_counter()
+    service: PredictionService = request.state.service
+    settings: Settings = request.state.settings
     model = service.repository.get(name, version)
     payload = parse_json(await read_body(request, settings.max_body_bytes))
     rows = service.validator(model).batch(payload, settings.max_batch_instances)
@@ -99,39 +90,38 @@ async def predict_batch(
 
 def build_router(limiter: Limiter, limits: RateLimitSettings) -> APIRouter:
     """The prediction routes, with this app's limiter applied per route class."""
-    # Every prediction route needs a client key when keys are configured; the key check
-    # runs first (a dependency), then the quota (the decorator), then the handler.
-    router = APIRouter(tags=["predict"], dependencies=[Depends(require_client)])
+    # Every prediction route needs a client key when keys are configured; ``quota`` checks
+    # the key first, then the quota, then runs the handler. No FastAPI dependencies on
+    # this hot path: each costs a solve per request, for what are attribute reads.
+    router = APIRouter(tags=["predict"])
     single_limit = quota(limiter, limits.predict, PREDICT_SCOPE)
     batch_limit = quota(limiter, limits.batch, BATCH_SCOPE)
 
     @router.post("/predict", name="predict", openapi_extra={"x-modelgate-body": SINGLE})
     @single_limit
-    async def predict(request: Request, service: ServiceDep, settings: SettingsDep) -> Response:
+    async def predict(request: Request) -> Response:
         """Predict one instance with the default model's default version."""
-        return await predict_single(request, service, settings, None, None)
+        return await predict_single(request, None, None)
 
     @router.post("/predict/batch", name="predict_batch", openapi_extra={"x-modelgate-body": BATCH})
     @batch_limit
-    async def batch(request: Request, service: ServiceDep, settings: SettingsDep) -> Response:
+    async def batch(request: Request) -> Response:
         """Predict up to ``max_batch_instances`` instances with the default model."""
-        return await predict_batch(request, service, settings, None, None)
+        return await predict_batch(request, None, None)
 
     @router.post("/batch_predict", name="batch_predict", openapi_extra={"x-modelgate-body": BATCH})
     @batch_limit
-    async def batch_alias(request: Request, service: ServiceDep, settings: SettingsDep) -> Response:
+    async def batch_alias(request: Request) -> Response:
         """Alias of ``POST /predict/batch`` (the tutorials' name)."""
-        return await predict_batch(request, service, settings, None, None)
+        return await predict_batch(request, None, None)
 
     @router.post(
         "/models/{name}/predict", name="model_predict", openapi_extra={"x-modelgate-body": SINGLE}
     )
     @single_limit
-    async def model_predict(
-        name: str, request: Request, service: ServiceDep, settings: SettingsDep
-    ) -> Response:
+    async def model_predict(name: str, request: Request) -> Response:
         """Predict one instance with a named model's default version."""
-        return await predict_single(request, service, settings, name, None)
+        return await predict_single(request, name, None)
 
     @router.post(
         "/models/{name}/predict/batch",
@@ -139,11 +129,9 @@ def build_router(limiter: Limiter, limits: RateLimitSettings) -> APIRouter:
         openapi_extra={"x-modelgate-body": BATCH},
     )
     @batch_limit
-    async def model_batch(
-        name: str, request: Request, service: ServiceDep, settings: SettingsDep
-    ) -> Response:
+    async def model_batch(name: str, request: Request) -> Response:
         """Batch prediction with a named model's default version."""
-        return await predict_batch(request, service, settings, name, None)
+        return await predict_batch(request, name, None)
 
     @router.post(
         "/models/{name}/versions/{version}/predict",
@@ -151,11 +139,9 @@ def build_router(limiter: Limiter, limits: RateLimitSettings) -> APIRouter:
         openapi_extra={"x-modelgate-body": SINGLE},
     )
     @single_limit
-    async def version_predict(
-        name: str, version: str, request: Request, service: ServiceDep, settings: SettingsDep
-    ) -> Response:
+    async def version_predict(name: str, version: str, request: Request) -> Response:
         """Predict one instance with a specific model version."""
-        return await predict_single(request, service, settings, name, version)
+        return await predict_single(request, name, version)
 
     @router.post(
         "/models/{name}/versions/{version}/predict/batch",
@@ -163,10 +149,8 @@ def build_router(limiter: Limiter, limits: RateLimitSettings) -> APIRouter:
         openapi_extra={"x-modelgate-body": BATCH},
     )
     @batch_limit
-    async def version_batch(
-        name: str, version: str, request: Request, service: ServiceDep, settings: SettingsDep
-    ) -> Response:
+    async def version_batch(name: str, version: str, request: Request) -> Response:
         """Batch prediction with a specific model version."""
-        return await predict_batch(request, service, settings, name, version)
+        return await predict_batch(request, name, version)
 
     return router

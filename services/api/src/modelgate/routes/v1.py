@@ -11,11 +11,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Request
 from slowapi import Limiter
 from starlette.responses import Response
 
-from modelgate.auth import require_client
 from modelgate.deps import RepositoryDep, ServiceDep, SettingsDep, json_response, read_body
 from modelgate.errors import FieldError, InvalidInput
 from modelgate.ratelimit import PREDICT_SCOPE, quota
@@ -157,7 +156,7 @@ def build_router(limiter: Limiter, limits: RateLimitSettings) -> APIRouter:
             return json_response({"predictions": [r[names[0]] for r in per_row]})
         return json_response({"predictions": per_row})
 
-    @router.post("/{name}:predict", dependencies=[Depends(require_client)])
+    @router.post("/{name}:predict")
     @predict_quota
     async def model_predict(
         name: str, request: Request, service: ServiceDep, settings: SettingsDep
@@ -165,7 +164,7 @@ def build_router(limiter: Limiter, limits: RateLimitSettings) -> APIRouter:
         """TF Serving predict with the model's default version."""
         return await predict(request, service, settings, name, None)
 
-    @router.post("/{name}/versions/{version}:predict", dependencies=[Depends(require_client)])
+    @router.post("/{name}/versions/{version}:predict")
     @predict_quota
     async def version_predict(
         name: str, version: str, request: Request, service: ServiceDep, settings: SettingsDep

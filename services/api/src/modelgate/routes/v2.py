@@ -18,7 +18,7 @@ from slowapi import Limiter
 from starlette.responses import Response
 
 from modelgate import __version__
-from modelgate.auth import require_admin, require_client
+from modelgate.auth import require_admin
 from modelgate.control import verify_version
 from modelgate.deps import (
     ControlDep,
@@ -241,7 +241,7 @@ def build_router(limiter: Limiter, limits: RateLimitSettings) -> APIRouter:
         request.state.model, request.state.version = model.name, model.version
         return infer_response(model, payload, result.outputs)
 
-    @router.post("/models/{name}/infer", dependencies=[Depends(require_client)])
+    @router.post("/models/{name}/infer")
     @infer_quota
     async def model_infer(
         name: str, request: Request, service: ServiceDep, settings: SettingsDep
@@ -249,7 +249,7 @@ def build_router(limiter: Limiter, limits: RateLimitSettings) -> APIRouter:
         """Inference with the model's default version."""
         return await infer(request, service, settings, name, None)
 
-    @router.post("/models/{name}/versions/{version}/infer", dependencies=[Depends(require_client)])
+    @router.post("/models/{name}/versions/{version}/infer")
     @infer_quota
     async def version_infer(
         name: str, version: str, request: Request, service: ServiceDep, settings: SettingsDep
