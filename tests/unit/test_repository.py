@@ -171,3 +171,25 @@ def test_loaded_model_matches_the_exported_program(demo_models: Path) -> None:
     with torch.inference_mode():
         expected = program(torch.from_numpy(x)).numpy()
     np.testing.assert_allclose(model.run(x), expected, rtol=1e-6)
+
+
+@pytest.mark.parametrize(("name", "version"), [("churn", "2"), ("iris", "1")])
+def test_exported_graphs_run_traced_with_identical_answers(
+    demo_models: Path, name: str, version: str
+) -> None:
+    repo = ModelRepository(root=demo_models)
+    repo.load_all()
+    model = repo.get(name, version)
+    assert isinstance(model.module, torch.jit.ScriptModule)  # the fast path was taken
+    program = torch.export.load(str(demo_models / name / version / model.manifest.file))
+    exported = program.module()
+    rng = np.random.default_rng(1)
+    example = model.manifest.example_features()
+    row = np.array([[float(example[n]) for n in model.manifest.input_names]], dtype=np.float32)
+    for n in (1, 5, 300):
+        batch = (row * rng.uniform(0.5, 1.5, size=(n, row.shape[1]))).astype(np.float32)
+        with torch.no_grad():
+            want = exported(torch.from_numpy(batch)).numpy()
+        np.testing.assert_allclose(
+            model.run(batch), want.reshape(model.run(batch).shape), rtol=1e-6
+        )

@@ -24,6 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -127,11 +128,51 @@ def read_verified(path: Path, manifest: Manifest) -> bytes:
     return data
 
 
-def _load_module(data: bytes, fmt: ModelFormat) -> Callable[[torch.Tensor], torch.Tensor]:
+def _fast_exported(
+    module: Callable[[torch.Tensor], torch.Tensor], manifest: Manifest
+) -> Callable[[torch.Tensor], torch.Tensor]:
+    """The exported graph traced into TorchScript, if it computes the same thing.
+
+    ``ExportedProgram.module()`` dispatches every aten op from Python, behind pytree
+    flattening and input guards: about 130 µs per call for the tiny demo MLP, against
+    16 µs for the same graph run by TorchScript's interpreter. An exported graph is
+    straight-line aten code, which tracing records faithfully; the traced version is kept
+    only if it matches the exported one on several batch sizes, else the exported module
+    runs as is (e.g. graphs with ``torch.cond``).
+    """
+    example = manifest.example_features()
+    row = torch.tensor([[float(example[n]) for n in manifest.input_names]])
+    generator = torch.Generator().manual_seed(0)
+    probes = [row, row.repeat(7, 1) * (1 + 0.1 * torch.rand(7, row.shape[1], generator=generator))]
+    # The input-constraint guard (a pre-hook) can't be traced; shapes are validated before
+    # a batch gets here, so the traced graph goes without it.
+    hooks: Any = getattr(module, "_forward_pre_hooks", {})
+    saved = dict(hooks)
+    try:
+        with torch.inference_mode(False), torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            hooks.clear()
+            try:
+                traced = torch.jit.trace(module, (row,), check_trace=False)  # type: ignore[no-untyped-call]
+            finally:
+                hooks.update(saved)
+            for probe in (*probes, row.repeat(64, 1)):
+                if not torch.allclose(traced(probe), module(probe), rtol=1e-5, atol=1e-6):
+                    raise ValueError("traced graph disagrees with the exported one")
+    except Exception as exc:  # any failure means: keep the exported module
+        log.info(
+            "exported module runs untraced", extra={"model": manifest.name, "reason": str(exc)}
+        )
+        return module
+    return traced  # type: ignore[no-any-return]
+
+
+def _load_module(data: bytes, manifest: Manifest) -> Callable[[torch.Tensor], torch.Tensor]:
+    fmt = manifest.format
     if fmt is ModelFormat.TORCH_EXPORT:
         program = torch.export.load(io.BytesIO(data))
         module: Callable[[torch.Tensor], torch.Tensor] = program.module()
-        return module
+        return _fast_exported(module, manifest)
     # TorchScript is deprecated upstream in favour of torch.export, but many trained models
     # exist only in that form; it stays supported here, so its warning is noise in our logs.
     with warnings.catch_warnings():
@@ -176,7 +217,7 @@ def load_model(version_dir: Path, manifest: Manifest) -> LoadedModel:
     """Verify, load and warm one version; raises ModelLoadError with a readable reason."""
     data = read_verified(version_dir / manifest.file, manifest)
     try:
-        module = _load_module(data, manifest.format)
+        module = _load_module(data, manifest)
     except Exception as exc:  # torch raises many types for a bad archive
         raise ModelLoadError(f"torch could not load {manifest.file}: {exc}") from exc
     model = LoadedModel(manifest, module, manifest.sha256, len(data))
