@@ -7,6 +7,7 @@ and yields it as request state; nothing lives at module level.
 from __future__ import annotations
 
 import contextlib
+import gc
 import logging
 import signal
 from collections import deque
@@ -154,6 +155,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         )
         await control.start()
         _drain_on_sigterm(lifecycle)
+        # torch, FastAPI and the models leave about a million long-lived objects; a full
+        # garbage collection walks them all (hundreds of ms, a p99 spike). Frozen, the
+        # collector leaves them alone and only scans what requests allocate.
+        gc.collect()
+        gc.freeze()
         log.info(
             "worker ready" if repository.ready() else "worker started without every model",
             extra={"models": {n: e.default_version for n, e in repository.models.items()}},
