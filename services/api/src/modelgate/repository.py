@@ -18,6 +18,8 @@ from modelgate.runtime import LoadedModel, load_model
 
 log = logging.getLogger("modelgate.repository")
 
+MAX_FAILURES_KEPT = 100
+
 
 @dataclass(frozen=True)
 class ModelEntry:
@@ -111,6 +113,7 @@ class ModelRepository:
     def _record_failure(self, name: str, version: str, reason: str) -> None:
         log.error("model refused", extra={"model": name, "version": version, "reason": reason})
         self.failures.append(LoadFailure(name, version, reason))
+        del self.failures[:-MAX_FAILURES_KEPT]  # a reload loop must not grow it forever
         self._loaded(name, version, False)
 
     def _loaded(self, name: str, version: str, ok: bool) -> None:
