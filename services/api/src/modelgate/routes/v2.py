@@ -70,25 +70,25 @@ def split_body(request: Request, body: bytes) -> tuple[Any, bytes]:
     return parse_json(body[:size]), body[size:]
 
 
-def _bad(message: str) -> InvalidInput:
-    return InvalidInput(message)
-
-
 def input_tensor(
     model: LoadedModel, validator: InputValidator, payload: Any, binary: bytes, max_rows: int
 ) -> np.ndarray:
     """The request's one input tensor as (n, F) float32, validated like native input."""
     if not isinstance(payload, dict):
-        raise _bad("inference request must be a JSON object")
+        raise InvalidInput("inference request must be a JSON object")
     inputs = payload.get("inputs")
     if not isinstance(inputs, list) or len(inputs) != 1 or not isinstance(inputs[0], dict):
-        raise _bad(f"expected exactly one input tensor named '{input_spec(model.manifest).name}'")
+        raise InvalidInput(
+            f"expected exactly one input tensor named '{input_spec(model.manifest).name}'"
+        )
     tensor = inputs[0]
     spec = input_spec(model.manifest)
     if tensor.get("name") != spec.name:
-        raise _bad(f"unexpected input {tensor.get('name')!r}; the model's input is {spec.name!r}")
+        raise InvalidInput(
+            f"unexpected input {tensor.get('name')!r}; the model's input is {spec.name!r}"
+        )
     if tensor.get("datatype") != spec.datatype:
-        raise _bad(
+        raise InvalidInput(
             f"input {spec.name!r}: datatype {tensor.get('datatype')!r} does not match the "
             f"model's {spec.datatype}"
         )
@@ -99,14 +99,16 @@ def input_tensor(
         or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape)
         or shape[1] != spec.shape[1]
     ):
-        raise _bad(f"input {spec.name!r}: shape {shape} does not match the model's {spec.shape}")
+        raise InvalidInput(
+            f"input {spec.name!r}: shape {shape} does not match the model's {spec.shape}"
+        )
     count = shape[0] * shape[1]
     params = tensor.get("parameters") or {}
     dtype = NUMPY_TYPES[spec.datatype]
     if "binary_data_size" in params:
         size = params["binary_data_size"]
         if not isinstance(size, int) or size != count * dtype.itemsize or size > len(binary):
-            raise _bad(
+            raise InvalidInput(
                 f"input {spec.name!r}: binary_data_size {size} does not hold shape {shape} "
                 f"of {spec.datatype} ({len(binary)} bytes of binary data sent)"
             )
@@ -114,13 +116,15 @@ def input_tensor(
     else:
         data = tensor.get("data")
         if data is None:
-            raise _bad(f"input {spec.name!r}: no 'data' and no binary_data_size")
+            raise InvalidInput(f"input {spec.name!r}: no 'data' and no binary_data_size")
         try:
             values = np.asarray(data, dtype=np.float64).reshape(-1)
         except (ValueError, TypeError):
-            raise _bad(f"input {spec.name!r}: data must be numbers") from None
+            raise InvalidInput(f"input {spec.name!r}: data must be numbers") from None
         if values.size != count:
-            raise _bad(f"input {spec.name!r}: {values.size} values do not fill shape {shape}")
+            raise InvalidInput(
+                f"input {spec.name!r}: {values.size} values do not fill shape {shape}"
+            )
     return validator.matrix(values.reshape(shape[0], shape[1]), spec.name, max_rows)
 
 
@@ -132,12 +136,12 @@ def requested_outputs(model: LoadedModel, payload: dict[str, Any]) -> list[tuple
     if not asked:
         return [(name, default_binary) for name in known]
     if not isinstance(asked, list):
-        raise _bad("'outputs' must be a list")
+        raise InvalidInput("'outputs' must be a list")
     out = []
     for item in asked:
         name = item.get("name") if isinstance(item, dict) else None
         if name not in known:
-            raise _bad(f"unknown output {name!r}; the model's outputs are {known}")
+            raise InvalidInput(f"unknown output {name!r}; the model's outputs are {known}")
         binary = (item.get("parameters") or {}).get("binary_data", default_binary)
         out.append((name, bool(binary)))
     return out
