@@ -79,6 +79,16 @@ class Outcome:
     detail: str
 
 
+@dataclass(frozen=True)
+class Issued:
+    """A command told to the fleet, and how it went on the worker that issued it."""
+
+    command: Command
+    entry_id: str  # the stream entry, or "local" without Redis
+    outcome: Outcome
+    sha256: str | None = None  # of the verified model file, for loads
+
+
 def apply_command(repository: ModelRepository, command: Command) -> Outcome:
     """Apply one command to this worker's repository; a refusal leaves it as it was."""
     try:
@@ -239,6 +249,24 @@ class FleetControl:
                 self._applied.wait_for(lambda: entry_id in self._outcomes), APPLY_TIMEOUT_S
             )
             return entry_id, self._outcomes[entry_id]
+
+    async def load(self, name: str, version: str) -> Issued:
+        """Verify ``version`` here, then make it the default fleet-wide. Verified before
+        the fleet hears of it: a refused version is never published, so every replica
+        stays on what it had. Every protocol's load goes through here."""
+        sha256 = await asyncio.to_thread(verify_version, self.repository, name, version)
+        command = self.command("load", name, version)
+        entry_id, outcome = await self.issue(command)
+        return Issued(command, entry_id, outcome, sha256)
+
+    async def unload(self, name: str, version: str | None) -> Issued:
+        """Stop serving one loaded version, or the whole model, fleet-wide."""
+        entry = self.repository.entry(name)
+        if version is not None and version not in entry.versions:
+            raise ModelNotFound(f"model {name!r} has no loaded version {version!r}")
+        command = self.command("unload", name, version)
+        entry_id, outcome = await self.issue(command)
+        return Issued(command, entry_id, outcome)
 
     # --- what the fleet runs --------------------------------------------------------------
 

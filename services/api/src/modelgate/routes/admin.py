@@ -7,16 +7,15 @@ template); the admin key is what guards it.
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 from fastapi import APIRouter, Depends, Request
 from starlette.responses import Response
 
 from modelgate.auth import require_admin
-from modelgate.control import Command, FleetControl, Outcome, verify_version
-from modelgate.deps import ControlDep, RepositoryDep, json_response, read_body
-from modelgate.errors import FieldError, InvalidInput, ModelNotFound
+from modelgate.control import FleetControl, Issued
+from modelgate.deps import ControlDep, json_response, read_body
+from modelgate.errors import FieldError, InvalidInput
 from modelgate.validation import parse_json
 
 router = APIRouter(prefix="/admin", tags=["admin"], dependencies=[Depends(require_admin)])
@@ -47,51 +46,35 @@ async def _version_field(request: Request, required: bool) -> str | None:
     return version
 
 
-def _answer(
-    command: Command, entry_id: str, outcome: Outcome, control: FleetControl, **extra: Any
-) -> Response:
-    return json_response(
-        {
-            "action": command.action,
-            "model": command.model,
-            "version": command.version,
-            **extra,
-            "command_id": entry_id,
-            "propagated": control.propagates,
-            "applied_here": outcome.applied,
-            "detail": outcome.detail,
-            "instance": control.instance,
-        }
-    )
+def _answer(issued: Issued, control: FleetControl) -> Response:
+    command, outcome = issued.command, issued.outcome
+    body: dict[str, Any] = {
+        "action": command.action,
+        "model": command.model,
+        "version": command.version,
+    }
+    if issued.sha256 is not None:
+        body["sha256"] = issued.sha256
+    body |= {
+        "command_id": issued.entry_id,
+        "propagated": control.propagates,
+        "applied_here": outcome.applied,
+        "detail": outcome.detail,
+        "instance": control.instance,
+    }
+    return json_response(body)
 
 
 @router.post("/models/{name}/load")
-async def load(
-    name: str, request: Request, repository: RepositoryDep, control: ControlDep
-) -> Response:
+async def load(name: str, request: Request, control: ControlDep) -> Response:
     """Verify a version, then make it the default on every worker of every replica."""
     version = await _version_field(request, required=True)
     assert version is not None
-    # Verified here before the fleet hears of it: a refused version is never published,
-    # so every replica stays on what it had.
-    sha256 = await asyncio.to_thread(verify_version, repository, name, version)
-    command = control.command("load", name, version)
-    entry_id, outcome = await control.issue(command)
-    return _answer(command, entry_id, outcome, control, sha256=sha256)
+    return _answer(await control.load(name, version), control)
 
 
 @router.post("/models/{name}/unload")
-async def unload(
-    name: str,
-    request: Request,
-    repository: RepositoryDep,
-    control: ControlDep,
-) -> Response:
+async def unload(name: str, request: Request, control: ControlDep) -> Response:
     """Stop serving one version (``{"version": "1"}``) or, without a body, the whole model."""
     version = await _version_field(request, required=False)
-    entry = repository.entry(name)
-    if version is not None and version not in entry.versions:
-        raise ModelNotFound(f"model {name!r} has no loaded version {version!r}")
-    command = control.command("unload", name, version)
-    entry_id, outcome = await control.issue(command)
-    return _answer(command, entry_id, outcome, control)
+    return _answer(await control.unload(name, version), control)

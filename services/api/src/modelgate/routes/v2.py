@@ -8,7 +8,6 @@ since tritonclient sends none for JSON. Errors are ``{"error": "..."}`` (errors.
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 import numpy as np
@@ -19,7 +18,6 @@ from starlette.responses import Response
 
 from modelgate import __version__
 from modelgate.auth import require_admin
-from modelgate.control import verify_version
 from modelgate.deps import (
     ControlDep,
     LifecycleDep,
@@ -301,25 +299,16 @@ def build_router(limiter: Limiter, limits: RateLimitSettings) -> APIRouter:
             if not on_disk:
                 raise ModelNotFound(f"no model {name!r} in the repository")
             version = on_disk[-1]
-        version = str(version)
-        await asyncio.to_thread(verify_version, repository, name, version)
-        _, outcome = await control.issue(control.command("load", name, version))
-        if not outcome.applied:
-            raise InvalidInput(outcome.detail)
+        issued = await control.load(name, str(version))
+        if not issued.outcome.applied:
+            raise InvalidInput(issued.outcome.detail)
         return json_response({})
 
     @router.post("/repository/models/{name}/unload", dependencies=[Depends(require_admin)])
-    async def repository_unload(
-        name: str, request: Request, repository: RepositoryDep, control: ControlDep
-    ) -> Response:
+    async def repository_unload(name: str, request: Request, control: ControlDep) -> Response:
         """Unload a model (or one version: ``{"parameters": {"version": "1"}}``) fleet-wide."""
         version = (await _parameters(request)).get("version")
-        entry = repository.entry(name)
-        if version is not None and str(version) not in entry.versions:
-            raise ModelNotFound(f"model {name!r} has no loaded version {version!r}")
-        await control.issue(
-            control.command("unload", name, None if version is None else str(version))
-        )
+        await control.unload(name, None if version is None else str(version))
         return json_response({})
 
     return router
