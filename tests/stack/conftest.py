@@ -20,7 +20,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conftest import VENV_BIN, free_port
+from tests.conftest import VENV_BIN, free_port, wait_until
 
 ADMIN_KEY = "stack-admin-key"
 PREDICT_LIMIT = 120  # per client per minute; the limit test sends more than this
@@ -54,8 +54,15 @@ class Stack:
         return [json.loads(line) for line in lines if line.strip()]
 
     def upstream_of(self, request_id: str) -> str:
-        """Which replica (host:port) the gateway sent a request to, from its access log."""
-        [entry] = [e for e in self.access_log() if e["request_id"] == request_id]
+        """Which replica (host:port) the gateway sent a request to, from its access log.
+        nginx writes the line after it has sent the answer, so the client may read the
+        log first: wait for the line, then require exactly one."""
+
+        def entries() -> list[dict[str, Any]]:
+            return [e for e in self.access_log() if e["request_id"] == request_id]
+
+        wait_until(entries, 5, f"access-log line for {request_id}")
+        [entry] = entries()
         return str(entry["upstream"])
 
     def client(self, source_ip: str = "127.0.0.1") -> httpx.Client:
