@@ -148,6 +148,7 @@ def requested_outputs(model: LoadedModel, payload: dict[str, Any]) -> list[tuple
 def infer_response(
     model: LoadedModel,
     payload: dict[str, Any],
+    requested: list[tuple[str, bool]],
     outputs: list[dict[str, Any]],
 ) -> Response:
     tensors = output_tensors(model.manifest, outputs)
@@ -157,7 +158,7 @@ def infer_response(
         body["id"] = payload["id"]
     described: list[dict[str, Any]] = []
     blobs: list[bytes] = []
-    for name, binary in requested_outputs(model, payload):
+    for name, binary in requested:
         array = tensors[name]
         out: dict[str, Any] = {
             "name": name,
@@ -238,10 +239,10 @@ def build_router(limiter: Limiter, limits: RateLimitSettings) -> APIRouter:
         payload, binary = split_body(request, await read_body(request, settings.max_body_bytes))
         validator = service.validator(model)
         rows = input_tensor(model, validator, payload, binary, settings.max_batch_instances)
-        requested_outputs(model, payload)  # refuse unknown outputs before running
+        requested = requested_outputs(model, payload)  # unknown outputs refused before running
         result = await service.run(model, rows)
         request.state.model, request.state.version = model.name, model.version
-        return infer_response(model, payload, result.outputs)
+        return infer_response(model, payload, requested, result.outputs)
 
     @router.post("/models/{name}/infer")
     @infer_quota
