@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from modelgate.stack import group_members
+from modelgate.stack import group_members, live_stat
 from tests.conftest import wait_until
 from tests.stack.conftest import Stack, start_stack, stop_stack
 
@@ -28,12 +28,7 @@ def doomed(stack_models: Path, tmp_path_factory: pytest.TempPathFactory) -> Iter
 
 
 def gone(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return True
-    # A zombie still answers kill(0); it has exited all the same.
-    return Path(f"/proc/{pid}/stat").read_text().split(") ", 1)[1].startswith("Z")
+    return live_stat(pid) is None  # no such process, or a zombie: exited all the same
 
 
 def port_open(url: str) -> bool:

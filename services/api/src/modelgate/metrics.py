@@ -137,22 +137,24 @@ class InFlightMiddleware:
             self.gauge.dec()
 
 
+def scraped(registry: CollectorRegistry) -> CollectorRegistry:
+    """What a scrape reads: every worker's values merged in multiprocess mode, else the
+    app's own registry."""
+    if not multiprocess_dir():
+        return registry
+    merged = CollectorRegistry()
+    multiprocess.MultiProcessCollector(merged)  # type: ignore[no-untyped-call]
+    return merged
+
+
 def exposition(registry: CollectorRegistry) -> tuple[bytes, str]:
-    """The text a scrape gets: every worker's values when in multiprocess mode."""
-    if multiprocess_dir():
-        merged = CollectorRegistry()
-        multiprocess.MultiProcessCollector(merged)  # type: ignore[no-untyped-call]
-        return generate_latest(merged), CONTENT_TYPE_LATEST
-    return generate_latest(registry), CONTENT_TYPE_LATEST
+    """The text a scrape gets."""
+    return generate_latest(scraped(registry)), CONTENT_TYPE_LATEST
 
 
 def collect(registry: CollectorRegistry) -> list[Metric]:
-    """The metric families, merged over workers like ``exposition``."""
-    if multiprocess_dir():
-        merged = CollectorRegistry()
-        multiprocess.MultiProcessCollector(merged)  # type: ignore[no-untyped-call]
-        return list(merged.collect())
-    return list(registry.collect())
+    """The metric families a scrape would get, for /stats."""
+    return list(scraped(registry).collect())
 
 
 def sample_sum(families: list[Metric], name: str, **match: str) -> float:

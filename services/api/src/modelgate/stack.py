@@ -283,18 +283,23 @@ def _wait_ready(
         time.sleep(0.1)  # polling interval
 
 
-def start_ticks(pid: int) -> int | None:
-    """When ``pid`` started (clock ticks since boot), or None if there is no such process.
-    Together with the PID it names one process: a reused PID has another start time.
-    (Names don't work: redis, nginx and gunicorn all rewrite their command lines.)"""
+def live_stat(pid: int | str) -> list[str] | None:
+    """The fields of ``/proc/<pid>/stat`` after the command name (the state first), or
+    None if there is no such process or it has exited (a zombie waiting to be reaped)."""
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
         return None
     fields = stat[stat.rindex(")") + 2 :].split()
-    if fields[0] == "Z":  # exited, waiting to be reaped
-        return None
-    return int(fields[19])
+    return None if fields[0] == "Z" else fields
+
+
+def start_ticks(pid: int) -> int | None:
+    """When ``pid`` started (clock ticks since boot), or None if there is no such process.
+    Together with the PID it names one process: a reused PID has another start time.
+    (Names don't work: redis, nginx and gunicorn all rewrite their command lines.)"""
+    fields = live_stat(pid)
+    return int(fields[19]) if fields else None
 
 
 def _alive(pid: int, started: int) -> bool:
@@ -307,12 +312,8 @@ def group_members(pgid: int) -> list[int]:
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        fields = stat[stat.rindex(")") + 2 :].split()
-        if fields[0] != "Z" and int(fields[2]) == pgid:
+        fields = live_stat(entry.name)
+        if fields and int(fields[2]) == pgid:
             members.append(int(entry.name))
     return members
 
