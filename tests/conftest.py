@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -41,6 +42,21 @@ def model_copy(demo_models: Path, tmp_path: Path) -> Path:
     dest = tmp_path / "models"
     shutil.copytree(demo_models, dest, ignore=shutil.ignore_patterns(".built"))
     return dest
+
+
+def add_version(repo: Path, name: str, like: str, version: str, data: bytes | None = None) -> Path:
+    """A new version directory of ``name``: version ``like``'s manifest renumbered, with
+    its model file, or with ``data`` in its place (e.g. bytes that fail the sha256)."""
+    source = repo / name / like
+    manifest = json.loads((source / "model.json").read_text())
+    target = repo / name / version
+    target.mkdir()
+    (target / "model.json").write_text(json.dumps({**manifest, "version": version}))
+    model_file = manifest["file"]
+    (target / model_file).write_bytes(
+        data if data is not None else (source / model_file).read_bytes()
+    )
+    return target
 
 
 def free_port() -> int:

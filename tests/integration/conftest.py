@@ -15,21 +15,17 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import Server, start_replica, stop_process
+from tests.conftest import Server, add_version, start_replica, stop_process
 
 
 @pytest.fixture(scope="session")
 def served_repository(demo_models: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     repo = tmp_path_factory.mktemp("served") / "models"
     shutil.copytree(demo_models, repo, ignore=shutil.ignore_patterns(".built"))
-    v3 = repo / "churn" / "3"
-    shutil.copytree(repo / "churn" / "2", v3)
+    data = (repo / "churn" / "2" / "model.pt2").read_bytes()
+    v3 = add_version(repo, "churn", "2", "3", data=data[: len(data) // 3])  # truncated
     manifest = json.loads((v3 / "model.json").read_text())
-    manifest["version"] = "3"
-    (v3 / "model.json").write_text(json.dumps(manifest))
-    data = (v3 / "model.pt2").read_bytes()
-    (v3 / "model.pt2").write_bytes(data[: len(data) // 3])  # truncated: sha256 mismatch
-    assert hashlib.sha256(data[: len(data) // 3]).hexdigest() != manifest["sha256"]
+    assert hashlib.sha256((v3 / "model.pt2").read_bytes()).hexdigest() != manifest["sha256"]
     return repo
 
 

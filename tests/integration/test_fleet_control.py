@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import hashlib
-import json
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
-from tests.conftest import RedisServer, wait_until
+from tests.conftest import RedisServer, add_version, wait_until
 from tests.integration.test_api import CHURN
 
 pytestmark = pytest.mark.integration
@@ -57,11 +56,7 @@ def test_load_and_unload_reach_every_worker_of_every_replica(
     assert served_versions(a.url) == served_versions(b.url) == {"1"}
 
     # A damaged version is refused by the receiving worker and never published.
-    v3 = model_copy / "churn" / "3"
-    v3.mkdir()
-    manifest = json.loads((model_copy / "churn" / "2" / "model.json").read_text())
-    (v3 / "model.json").write_text(json.dumps({**manifest, "version": "3"}))
-    (v3 / manifest["file"]).write_bytes(b"not a model")
+    add_version(model_copy, "churn", "2", "3", data=b"not a model")
     refused = httpx.post(f"{b.url}/admin/models/churn/load", json={"version": "3"}, headers=ADMIN)
     assert refused.status_code == 422 and refused.json()["error"] == "model_refused"
     assert [w["default_version"] for w in fleet(a.url)] == ["1"] * 4

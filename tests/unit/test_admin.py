@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import json
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -12,6 +11,7 @@ from fastapi.testclient import TestClient
 
 from modelgate.app import create_app
 from modelgate.settings import AuthSettings, Settings
+from tests.conftest import add_version
 
 FEATURES = [35, 75000, 680, 24, 730, 85.5, 2, False, 2, 3]
 ADMIN = {"X-API-Key": "admin-secret"}
@@ -83,11 +83,7 @@ def test_refused_version_is_422_and_the_old_one_keeps_serving(
     admin: TestClient, model_copy: Path
 ) -> None:
     # A version added after start whose file does not match its manifest.
-    v3 = model_copy / "churn" / "3"
-    v3.mkdir()
-    manifest = json.loads((model_copy / "churn" / "2" / "model.json").read_text())
-    (v3 / "model.json").write_text(json.dumps({**manifest, "version": "3"}))
-    (v3 / manifest["file"]).write_bytes(b"PK\x03\x04 not the model")
+    add_version(model_copy, "churn", "2", "3", data=b"PK\x03\x04 not the model")
     r = admin.post("/admin/models/churn/load", json={"version": "3"}, headers=ADMIN)
     assert r.status_code == 422 and r.json()["error"] == "model_refused"
     assert "sha256 mismatch" in r.json()["message"]
@@ -97,13 +93,7 @@ def test_refused_version_is_422_and_the_old_one_keeps_serving(
 def test_a_version_added_to_disk_after_start_can_be_loaded(
     admin: TestClient, model_copy: Path
 ) -> None:
-    v3 = model_copy / "churn" / "3"
-    v3.mkdir()
-    manifest = json.loads((model_copy / "churn" / "1" / "model.json").read_text())
-    (v3 / "model.json").write_text(json.dumps({**manifest, "version": "3"}))
-    (v3 / manifest["file"]).write_bytes(
-        (model_copy / "churn" / "1" / manifest["file"]).read_bytes()
-    )
+    add_version(model_copy, "churn", "1", "3")
     r = admin.post("/admin/models/churn/load", json={"version": 3}, headers=ADMIN)
     assert r.status_code == 200 and r.json()["version"] == "3"
     assert admin.post("/predict", json={"features": FEATURES}).json()["model_version"] == "3"
