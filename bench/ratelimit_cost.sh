@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# What the synchronous slowapi check on Redis costs: one replica with one worker pinned to
+# What the quota check on Redis costs: one replica with one worker pinned to
 # core 1, wrk pinned to core 0, the same prediction with quotas off and then on (Redis on
 # core 0 too). Writes bench/RATELIMIT.md. Not part of `make test`.
 # usage: bench/ratelimit_cost.sh [seconds]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import time
 from pathlib import Path
@@ -10,6 +11,8 @@ from typing import Any
 import httpx
 import pytest
 
+from modelgate.ratelimit import PREDICT_SCOPE, Quotas, Verdict
+from modelgate.settings import RateLimitSettings
 from tests.conftest import RedisServer, stop_process
 from tests.integration.test_api import CHURN
 
@@ -96,3 +99,24 @@ def test_redis_gone_falls_back_to_per_worker_limits(
     assert codes == [200] * 5 + [429] * 2
     assert "Traceback" not in s.log()
     assert httpx.get(f"{s.url}/ready").status_code == 200
+
+
+def test_checks_of_one_event_loop_turn_share_one_round_trip(redis_server: RedisServer) -> None:
+    quotas = Quotas(RateLimitSettings(enabled=True, predict="15/minute"), redis_server.url)
+
+    async def burst() -> tuple[list[Verdict], dict[str, Any]]:
+        verdicts = await asyncio.gather(
+            *(quotas.check("ip:10.0.0.7", PREDICT_SCOPE) for _ in range(20))
+        )
+        assert quotas.client is not None
+        stats = await quotas.client.info("commandstats")
+        await quotas.close()
+        return verdicts, stats
+
+    verdicts, stats = asyncio.run(burst())
+    # One script call for the twenty checks (plus SCRIPT LOAD after the first NOSCRIPT).
+    calls = sum(v["calls"] for k, v in stats.items() if k in ("cmdstat_evalsha", "cmdstat_eval"))
+    assert calls <= 2
+    # …and still exact: each check saw its own count.
+    assert [v.allowed for v in verdicts].count(True) == 15
+    assert sorted(v.remaining for v in verdicts if v.allowed) == list(range(15))

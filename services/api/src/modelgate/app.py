@@ -32,7 +32,7 @@ from modelgate.metrics import LATENCY_BUCKETS, InFlightMiddleware, Metrics
 from modelgate.middleware import RequestContextMiddleware
 from modelgate.openapi import install_openapi
 from modelgate.predlog import PredictionLog
-from modelgate.ratelimit import build_limiter, install_rate_limiter
+from modelgate.ratelimit import Quotas
 from modelgate.rediscache import RedisCache
 from modelgate.repository import ModelRepository
 from modelgate.routes import admin, health, models, observability, predict, v1, v2
@@ -154,6 +154,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             on_change=lambda: metrics.served(served_versions(repository)),
         )
         await control.start()
+        quotas = Quotas(settings.rate_limit, settings.redis_url, settings.cache.breaker_seconds)
         _drain_on_sigterm(lifecycle)
         # torch, FastAPI and the models leave about a million long-lived objects; a full
         # garbage collection walks them all (hundreds of ms, a p99 spike). Frozen, the
@@ -171,10 +172,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 "service": service,
                 "lifecycle": lifecycle,
                 "control": control,
+                "quotas": quotas,
             }
         finally:
             lifecycle.draining = True
             await control.stop()
+            await quotas.close()
             await service.close()
             executor.shutdown(wait=True)
 
@@ -192,14 +195,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.metrics = metrics
     app.state.stats_history = deque()
     install_error_handlers(app)
-    limiter = build_limiter(settings)
-    install_rate_limiter(app, limiter)
     app.include_router(health.router)
     app.include_router(models.router)
-    app.include_router(predict.build_router(limiter, settings.rate_limit))
+    app.include_router(predict.build_router())
     app.include_router(admin.router)
-    app.include_router(v2.build_router(limiter, settings.rate_limit))
-    app.include_router(v1.build_router(limiter, settings.rate_limit))
+    app.include_router(v2.build_router())
+    app.include_router(v1.build_router())
     app.include_router(observability.router)
     install_openapi(app, lambda: app.state.repository, settings.max_batch_instances)
     instrument_http(app, registry)

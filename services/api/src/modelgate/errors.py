@@ -101,12 +101,12 @@ class RateLimited(ModelGateError):
     status_code = 429
     code = "rate_limited"
 
-    def __init__(self, message: str, retry_after_s: int) -> None:
+    def __init__(self, message: str, headers: dict[str, str]) -> None:
         super().__init__(message)
-        self.retry_after_s = retry_after_s
+        self._headers = headers  # Retry-After and X-RateLimit-*
 
     def headers(self) -> dict[str, str]:
-        return {"Retry-After": str(self.retry_after_s)}
+        return self._headers
 
 
 class Unauthorized(ModelGateError):

@@ -13,13 +13,12 @@ import uuid
 from typing import Any
 
 from fastapi import APIRouter, Request
-from slowapi import Limiter
 from starlette.responses import Response
 
 from modelgate.deps import json_response, read_body
 from modelgate.ratelimit import BATCH_SCOPE, PREDICT_SCOPE, quota
 from modelgate.service import BatchResult, PredictionService, elapsed_ms, now_iso
-from modelgate.settings import RateLimitSettings, Settings
+from modelgate.settings import Settings
 from modelgate.validation import parse_json
 
 SINGLE = "single"
@@ -88,14 +87,14 @@ async def predict_batch(request: Request, name: str | None, version: str | None)
     return json_response(body, headers=_headers(result))
 
 
-def build_router(limiter: Limiter, limits: RateLimitSettings) -> APIRouter:
-    """The prediction routes, with this app's limiter applied per route class."""
+def build_router() -> APIRouter:
+    """The prediction routes, each with its route class's quota."""
     # Every prediction route needs a client key when keys are configured; ``quota`` checks
     # the key first, then the quota, then runs the handler. No FastAPI dependencies on
     # this hot path: each costs a solve per request, for what are attribute reads.
     router = APIRouter(tags=["predict"])
-    single_limit = quota(limiter, limits.predict, PREDICT_SCOPE)
-    batch_limit = quota(limiter, limits.batch, BATCH_SCOPE)
+    single_limit = quota(PREDICT_SCOPE)
+    batch_limit = quota(BATCH_SCOPE)
 
     @router.post("/predict", name="predict", openapi_extra={"x-modelgate-body": SINGLE})
     @single_limit

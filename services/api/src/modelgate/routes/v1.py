@@ -12,15 +12,15 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter, Request
-from slowapi import Limiter
 from starlette.responses import Response
 
-from modelgate.deps import RepositoryDep, ServiceDep, SettingsDep, json_response, read_body
+from modelgate.deps import RepositoryDep, json_response, read_body
 from modelgate.errors import FieldError, InvalidInput
 from modelgate.ratelimit import PREDICT_SCOPE, quota
 from modelgate.repository import ModelRepository
 from modelgate.runtime import LoadedModel
-from modelgate.settings import RateLimitSettings
+from modelgate.service import PredictionService
+from modelgate.settings import Settings
 from modelgate.tensors import output_specs, row_values
 from modelgate.validation import parse_json
 
@@ -110,9 +110,9 @@ def instances_of(model: LoadedModel, payload: Any) -> tuple[list[Any], bool]:
     return [{name: columns[name][i] for name in names} for i in range(n)], True
 
 
-def build_router(limiter: Limiter, limits: RateLimitSettings) -> APIRouter:
+def build_router() -> APIRouter:
     router = APIRouter(prefix="/v1/models", tags=["v1"])
-    predict_quota = quota(limiter, limits.predict, PREDICT_SCOPE)
+    predict_quota = quota(PREDICT_SCOPE)
 
     @router.get("/{name}")
     async def status(name: str, repository: RepositoryDep) -> Response:
@@ -130,13 +130,11 @@ def build_router(limiter: Limiter, limits: RateLimitSettings) -> APIRouter:
     async def version_metadata(name: str, version: str, repository: RepositoryDep) -> Response:
         return json_response(metadata(repository.get(name, version)))
 
-    async def predict(
-        request: Request,
-        service: ServiceDep,
-        settings: SettingsDep,
-        name: str,
-        version: str | None,
-    ) -> Response:
+    # Prediction routes read request state rather than take FastAPI dependencies: they
+    # are the hot path, and the prediction lane (lane.py) calls them directly.
+    async def predict(request: Request, name: str, version: str | None) -> Response:
+        service: PredictionService = request.state.service
+        settings: Settings = request.state.settings
         model = service.repository.get(name, version)
         payload = parse_json(await read_body(request, settings.max_body_bytes))
         instances, columnar = instances_of(model, payload)
@@ -158,18 +156,14 @@ def build_router(limiter: Limiter, limits: RateLimitSettings) -> APIRouter:
 
     @router.post("/{name}:predict")
     @predict_quota
-    async def model_predict(
-        name: str, request: Request, service: ServiceDep, settings: SettingsDep
-    ) -> Response:
+    async def model_predict(name: str, request: Request) -> Response:
         """TF Serving predict with the model's default version."""
-        return await predict(request, service, settings, name, None)
+        return await predict(request, name, None)
 
     @router.post("/{name}/versions/{version}:predict")
     @predict_quota
-    async def version_predict(
-        name: str, version: str, request: Request, service: ServiceDep, settings: SettingsDep
-    ) -> Response:
+    async def version_predict(name: str, version: str, request: Request) -> Response:
         """TF Serving predict with one version."""
-        return await predict(request, service, settings, name, version)
+        return await predict(request, name, version)
 
     return router

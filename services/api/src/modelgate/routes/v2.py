@@ -13,7 +13,6 @@ from typing import Any
 import numpy as np
 import orjson
 from fastapi import APIRouter, Depends, Request
-from slowapi import Limiter
 from starlette.responses import Response
 
 from modelgate import __version__
@@ -22,8 +21,6 @@ from modelgate.deps import (
     ControlDep,
     LifecycleDep,
     RepositoryDep,
-    ServiceDep,
-    SettingsDep,
     json_response,
     read_body,
 )
@@ -31,7 +28,8 @@ from modelgate.errors import InvalidInput, MalformedRequest, ModelNotFound
 from modelgate.ratelimit import PREDICT_SCOPE, quota
 from modelgate.repository import ModelRepository, discover
 from modelgate.runtime import LoadedModel
-from modelgate.settings import RateLimitSettings
+from modelgate.service import PredictionService
+from modelgate.settings import Settings
 from modelgate.tensors import NUMPY_TYPES, input_spec, output_specs, output_tensors
 from modelgate.validation import InputValidator, parse_json
 
@@ -186,9 +184,9 @@ def infer_response(
 # --- routes -----------------------------------------------------------------------------
 
 
-def build_router(limiter: Limiter, limits: RateLimitSettings) -> APIRouter:
+def build_router() -> APIRouter:
     router = APIRouter(prefix="/v2", tags=["v2"])
-    infer_quota = quota(limiter, limits.predict, PREDICT_SCOPE)
+    infer_quota = quota(PREDICT_SCOPE)
 
     @router.get("")
     async def server_metadata() -> Response:
@@ -228,13 +226,11 @@ def build_router(limiter: Limiter, limits: RateLimitSettings) -> APIRouter:
         repository.get(name, version)
         return json_response({"name": name, "version": version, "ready": True})
 
-    async def infer(
-        request: Request,
-        service: ServiceDep,
-        settings: SettingsDep,
-        name: str,
-        version: str | None,
-    ) -> Response:
+    # Inference routes read request state rather than take FastAPI dependencies: they
+    # are the hot path, and the prediction lane (lane.py) calls them directly.
+    async def infer(request: Request, name: str, version: str | None) -> Response:
+        service: PredictionService = request.state.service
+        settings: Settings = request.state.settings
         model = service.repository.get(name, version)
         payload, binary = split_body(request, await read_body(request, settings.max_body_bytes))
         validator = service.validator(model)
@@ -246,19 +242,15 @@ def build_router(limiter: Limiter, limits: RateLimitSettings) -> APIRouter:
 
     @router.post("/models/{name}/infer")
     @infer_quota
-    async def model_infer(
-        name: str, request: Request, service: ServiceDep, settings: SettingsDep
-    ) -> Response:
+    async def model_infer(name: str, request: Request) -> Response:
         """Inference with the model's default version."""
-        return await infer(request, service, settings, name, None)
+        return await infer(request, name, None)
 
     @router.post("/models/{name}/versions/{version}/infer")
     @infer_quota
-    async def version_infer(
-        name: str, version: str, request: Request, service: ServiceDep, settings: SettingsDep
-    ) -> Response:
+    async def version_infer(name: str, version: str, request: Request) -> Response:
         """Inference with one version."""
-        return await infer(request, service, settings, name, version)
+        return await infer(request, name, version)
 
     # --- repository extension -----------------------------------------------------------
 

@@ -1,0 +1,60 @@
+"""The quota arithmetic: fixed windows, several limits per route class, the headers."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from modelgate.ratelimit import BATCH_SCOPE, PREDICT_SCOPE, MemoryWindows, Quotas
+from modelgate.settings import RateLimitSettings
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_memory_windows_reset_when_the_window_ends() -> None:
+    clock = Clock()
+    windows = MemoryWindows(clock)
+    assert [windows.hit(["k"], [1000], 1)[0][0] for _ in range(3)] == [1, 2, 3]
+    clock.now += 0.4
+    assert windows.hit(["k"], [1000], 1) == [(4, 600)]
+    clock.now += 0.6  # the window has ended: a fresh one starts at this hit
+    assert windows.hit(["k"], [1000], 1) == [(1, 1000)]
+    assert windows.hit(["other"], [1000], 2) == [(2, 1000)]
+
+
+def test_the_tightest_of_several_limits_decides_and_is_reported() -> None:
+    quotas = Quotas(
+        RateLimitSettings(enabled=True, predict="2/second;5/minute", batch="1/minute"),
+        redis_url="",
+    )
+
+    async def run() -> list[tuple[bool, int, int]]:
+        out = []
+        for _ in range(3):
+            v = await quotas.check("ip:1", PREDICT_SCOPE)
+            out.append((v.allowed, v.limit.amount, v.remaining))
+        return out
+
+    # 2/second is the closer to refusing at every step, then refuses the third call.
+    assert asyncio.run(run()) == [(True, 2, 1), (True, 2, 0), (False, 2, 0)]
+
+
+def test_headers_carry_retry_after_only_when_refused() -> None:
+    quotas = Quotas(RateLimitSettings(enabled=True, batch="1/minute"), redis_url="")
+    first = asyncio.run(quotas.check("key:abc", BATCH_SCOPE))
+    second = asyncio.run(quotas.check("key:abc", BATCH_SCOPE))
+    assert first.allowed and not second.allowed
+    assert "Retry-After" not in first.headers()
+    headers = second.headers()
+    assert headers["X-RateLimit-Limit"] == "1" and headers["X-RateLimit-Remaining"] == "0"
+    assert 59 <= int(headers["Retry-After"]) <= 60
+    assert time.time() + 58 <= int(headers["X-RateLimit-Reset"]) <= time.time() + 61
+    # Another client, and the other route class, count apart.
+    assert asyncio.run(quotas.check("key:def", BATCH_SCOPE)).allowed
+    assert asyncio.run(quotas.check("key:abc", PREDICT_SCOPE)).allowed
