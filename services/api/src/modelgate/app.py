@@ -19,16 +19,15 @@ from typing import Any
 
 from fastapi import FastAPI
 from prometheus_client import CollectorRegistry
-from prometheus_fastapi_instrumentator import Instrumentator
-from prometheus_fastapi_instrumentator import metrics as instrumentator_metrics
 
 from modelgate import __version__
 from modelgate.cache import NullCache, PredictionCache
 from modelgate.control import FleetControl
 from modelgate.deps import Lifecycle
 from modelgate.errors import install_error_handlers
+from modelgate.lane import PredictionLane
 from modelgate.logging import configure_logging
-from modelgate.metrics import LATENCY_BUCKETS, InFlightMiddleware, Metrics
+from modelgate.metrics import HttpMetricsMiddleware, Metrics
 from modelgate.middleware import RequestContextMiddleware
 from modelgate.openapi import install_openapi
 from modelgate.predlog import PredictionLog
@@ -92,25 +91,6 @@ def served_versions(repository: ModelRepository) -> list[tuple[str, str, str, bo
         for name, entry in repository.models.items()
         for version, model in entry.versions.items()
     ]
-
-
-def instrument_http(app: FastAPI, registry: CollectorRegistry) -> None:
-    """Request counts and latency per route template and status class."""
-    instrumentator = Instrumentator(
-        should_group_status_codes=True,
-        should_group_untemplated=True,  # unknown paths are "none": labels stay bounded
-        excluded_handlers=["/metrics"],
-        registry=registry,
-    )
-    instrumentator.add(instrumentator_metrics.requests(registry=registry))
-    instrumentator.add(
-        instrumentator_metrics.latency(
-            buckets=LATENCY_BUCKETS, should_include_status=True, registry=registry
-        )
-    )
-    instrumentator.instrument(app)
-    # The instrumentator's own in-progress gauge would go to the global registry.
-    app.add_middleware(InFlightMiddleware, gauge=app.state.metrics.in_flight)
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -197,13 +177,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_error_handlers(app)
     app.include_router(health.router)
     app.include_router(models.router)
-    app.include_router(predict.build_router())
+    # The routers with prediction routes are also handed to the prediction lane (below).
+    prediction_routers = [predict.build_router(), v2.build_router(), v1.build_router()]
+    for router in prediction_routers:
+        app.include_router(router)
     app.include_router(admin.router)
-    app.include_router(v2.build_router())
-    app.include_router(v1.build_router())
     app.include_router(observability.router)
     install_openapi(app, lambda: app.state.repository, settings.max_batch_instances)
-    instrument_http(app, registry)
+    # Inside out: the prediction lane, then HTTP metrics (which count what the lane serves
+    # and what the framework serves alike), then the request id and access line.
+    app.add_middleware(PredictionLane, fastapi_app=app, routers=prediction_routers)
+    app.add_middleware(HttpMetricsMiddleware, metrics=metrics)
     # Added last, so outermost: the request id exists before anything else runs, and a
     # crash below it is still counted (as a 500) by the instrumentation.
     app.add_middleware(RequestContextMiddleware)

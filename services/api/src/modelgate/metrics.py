@@ -5,15 +5,21 @@ emptied when the master starts and cleaned of each dead worker's live gauges, so
 scrape of ``/metrics`` reports the sum over every worker of the replica. Without that
 variable (a test client, a single process) the app's own registry is exposed.
 
-HTTP metrics come from prometheus-fastapi-instrumentator (route templates, status classes);
-modelgate adds what only it knows: inference time and queue wait per model version, batch
-sizes, cache results, quota refusals, model loads and the versions served. Labels are
-bounded: model and version come from the repository, never from a request path.
+HTTP metrics (``http_requests_total`` and ``http_request_duration_seconds`` by route
+template, method and status class — the names and labels of
+prometheus-fastapi-instrumentator, so dashboards written for it work) come from
+``HttpMetricsMiddleware``, a pure ASGI middleware: the instrumentator builds a Request and
+a Response and matches the route again for every request, about 70 µs of a ~300 µs
+request on this machine. modelgate adds what only it knows: inference time and queue
+wait per model version, batch sizes, cache results, quota refusals, model loads and the
+versions served. Labels are bounded: model and version come from the repository, never
+from a request path.
 """
 
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Iterable
 from typing import Any
 
@@ -27,7 +33,7 @@ from prometheus_client import (
     multiprocess,
 )
 from prometheus_client.metrics_core import Metric
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 # Millisecond-scale serving: 0.5 ms … 10 s.
 LATENCY_BUCKETS = (
@@ -93,6 +99,16 @@ class Metrics:
             "modelgate_http_requests_in_flight", "HTTP requests being served.",
             multiprocess_mode="livesum", registry=registry,
         )  # fmt: skip
+        http = ["handler", "method", "status"]
+        self.http_requests = Counter(
+            "http_requests_total", "HTTP requests by route template, method and status class.",
+            http, registry=registry,
+        )  # fmt: skip
+        self.http_duration = Histogram(
+            "http_request_duration_seconds",
+            "HTTP request latency by route template, method and status class.",
+            http, buckets=LATENCY_BUCKETS, registry=registry,
+        )  # fmt: skip
         self._info_labels: set[tuple[str, str, str, str]] = set()
         # Present at 0 from the start, so that rates and ratios exist before the first event.
         for result in ("hit", "miss", "error"):
@@ -119,22 +135,50 @@ class Metrics:
         self._info_labels = now
 
 
-class InFlightMiddleware:
-    """Pure ASGI: counts HTTP requests in progress."""
+class HttpMetricsMiddleware:
+    """Pure ASGI: requests in flight, then one count and one latency observation per
+    request, labelled by the route template the router (or the prediction lane) matched —
+    ``none`` for unknown paths, so labels stay bounded — and the status class."""
 
-    def __init__(self, app: ASGIApp, gauge: Gauge) -> None:
+    EXCLUDED = frozenset({"/metrics"})  # scrapes would drown the API's own numbers
+
+    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
         self.app = app
-        self.gauge = gauge
+        self.metrics = metrics
+        # Label lookups take a lock and hash the tuple; the children are cached here.
+        self._children: dict[tuple[str, str, str], tuple[Any, Any]] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        self.gauge.inc()
+        status = 500  # unless a response starts: an exception below is a 500
+
+        async def send_status(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        started = time.perf_counter()
+        self.metrics.in_flight.inc()
         try:
-            await self.app(scope, receive, send)
+            await self.app(scope, receive, send_status)
         finally:
-            self.gauge.dec()
+            self.metrics.in_flight.dec()
+            route = scope.get("route")
+            handler = getattr(route, "path", None) or "none"
+            if handler not in self.EXCLUDED:
+                labels = (handler, scope["method"], f"{status // 100}xx")
+                children = self._children.get(labels)
+                if children is None:
+                    children = (
+                        self.metrics.http_requests.labels(*labels),
+                        self.metrics.http_duration.labels(*labels),
+                    )
+                    self._children[labels] = children
+                children[0].inc()
+                children[1].observe(time.perf_counter() - started)
 
 
 def scraped(registry: CollectorRegistry) -> CollectorRegistry:

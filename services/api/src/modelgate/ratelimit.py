@@ -263,6 +263,8 @@ def quota(scope: str) -> Callable[[Endpoint], Endpoint]:
             response.headers.update(verdict.headers())
             return response
 
+        # Marks a prediction route: the prediction lane (lane.py) serves these directly.
+        checked.quota_scope = scope  # type: ignore[attr-defined]
         return checked
 
     return decorate
