@@ -69,9 +69,14 @@ def test_every_request_is_logged_once_by_all_workers_into_one_file(
     written = value(scrape(s.url), "modelgate_prediction_log_records_total", result="written")
     assert written == len(ids)
 
-    # And one structured access line per request, with the route template.
-    access = [json.loads(line) for line in s.log().splitlines() if '"modelgate.access"' in line]
-    [line] = [a for a in access if a.get("request_id") == ids[21]]
+    # And one structured access line per request, with the route template (access lines
+    # are written in batches, within 50 ms).
+    def access_lines() -> list[dict[str, Any]]:
+        lines = [json.loads(x) for x in s.log().splitlines() if '"modelgate.access"' in x]
+        return [a for a in lines if a.get("request_id") == ids[21]]
+
+    wait_until(lambda: access_lines(), 5, "the access line written")
+    [line] = access_lines()
     assert line["route"] == "/models/{name}/versions/{version}/predict/batch"
     assert (line["status"], line["model"], line["version"], line["cache"]) == (
         200,

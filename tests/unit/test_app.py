@@ -12,6 +12,7 @@ from fastapi.testclient import TestClient
 
 from modelgate.app import _drain_on_sigterm, create_app
 from modelgate.deps import Lifecycle
+from modelgate.routes import models as models_routes
 from modelgate.service import PredictionService
 from modelgate.settings import Settings
 
@@ -44,6 +45,28 @@ def test_unexpected_error_is_a_generic_500_logged_with_the_request_id(
     [record] = [rec for rec in caplog.records if rec.name == "modelgate.errors"]
     assert record.request_id == "rid-9"  # type: ignore[attr-defined]
     assert "secret path" in str(record.exc_info[1])  # type: ignore[index]
+
+
+def test_an_error_in_a_framework_routed_request_is_the_same_generic_500(
+    client: TestClient, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    def explode(*_: object, **__: object) -> None:
+        raise RuntimeError("secret detail")
+
+    # GET /models goes through FastAPI's routing (not the prediction lane).
+    monkeypatch.setattr(models_routes, "describe_entry", explode)
+    with caplog.at_level(logging.ERROR):
+        r = client.get("/models", headers={"X-Request-ID": "rid-10"})
+    assert r.status_code == 500 and r.headers["x-request-id"] == "rid-10"
+    assert r.json() == {
+        "error": "internal_error",
+        "message": "internal server error",
+        "request_id": "rid-10",
+    }
+    # Logged once, by modelgate with the request id; not again by the framework or server.
+    [record] = [rec for rec in caplog.records if rec.levelno >= logging.ERROR]
+    assert record.name == "modelgate.errors" and record.request_id == "rid-10"  # type: ignore[attr-defined]
+    assert client.get("/health").status_code == 200
 
 
 def test_ready_is_503_once_draining(client: TestClient) -> None:

@@ -19,16 +19,18 @@ from typing import Any
 
 from fastapi import FastAPI
 from prometheus_client import CollectorRegistry
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from modelgate import __version__
+from modelgate.accesslog import AccessLog
 from modelgate.cache import NullCache, PredictionCache
 from modelgate.control import FleetControl
 from modelgate.deps import Lifecycle
 from modelgate.errors import install_error_handlers
 from modelgate.lane import PredictionLane
 from modelgate.logging import configure_logging
-from modelgate.metrics import HttpMetricsMiddleware, Metrics
-from modelgate.middleware import RequestContextMiddleware
+from modelgate.metrics import Metrics
+from modelgate.middleware import Edge
 from modelgate.openapi import install_openapi
 from modelgate.predlog import PredictionLog
 from modelgate.ratelimit import Quotas
@@ -58,6 +60,30 @@ def _drain_on_sigterm(lifecycle: Lifecycle) -> None:
     # Outside the main thread (some test clients) there is nothing to hook.
     with contextlib.suppress(ValueError):
         signal.signal(signal.SIGTERM, handler)
+
+
+class ModelGateApp(FastAPI):
+    """FastAPI with modelgate's edge in front of FastAPI's own middleware stack.
+
+    Every HTTP request enters ``edge`` first (request id, HTTP metrics, access line, see
+    middleware.py), then the prediction lane (lane.py), which hands prediction requests to
+    their endpoints and everything else to ``framework``: FastAPI as usual. In front
+    rather than added with ``add_middleware`` because FastAPI's outer layers (server
+    errors, telemetry, body limit) cost about a tenth of a prediction request, and the lane
+    needs none of them.
+    """
+
+    edge: ASGIApp | None = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self.edge is None or scope["type"] != "http":
+            await super().__call__(scope, receive, send)
+            return
+        scope["app"] = self  # as Starlette does: request.app
+        await self.edge(scope, receive, send)
+
+    async def framework(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await super().__call__(scope, receive, send)
 
 
 def build_cache(settings: Settings, metrics: Metrics | None = None) -> PredictionCache:
@@ -93,7 +119,7 @@ def served_versions(repository: ModelRepository) -> list[tuple[str, str, str, bo
     ]
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
+def create_app(settings: Settings | None = None) -> ModelGateApp:
     settings = settings or Settings()
     configure_logging(settings.log_level)
 
@@ -160,8 +186,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await quotas.close()
             await service.close()
             executor.shutdown(wait=True)
+            access_log.flush()
 
-    app = FastAPI(
+    app = ModelGateApp(
         title="modelgate",
         version=__version__,
         description="Serve PyTorch models over HTTP: validated, batched, observable.",
@@ -174,6 +201,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     metrics = Metrics(registry)
     app.state.metrics = metrics
     app.state.stats_history = deque()
+    access_log = AccessLog()
     install_error_handlers(app)
     app.include_router(health.router)
     app.include_router(models.router)
@@ -184,11 +212,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(admin.router)
     app.include_router(observability.router)
     install_openapi(app, lambda: app.state.repository, settings.max_batch_instances)
-    # Inside out: the prediction lane, then HTTP metrics (which count what the lane serves
-    # and what the framework serves alike), then the request id and access line.
-    app.add_middleware(PredictionLane, fastapi_app=app, routers=prediction_routers)
-    app.add_middleware(HttpMetricsMiddleware, metrics=metrics)
-    # Added last, so outermost: the request id exists before anything else runs, and a
-    # crash below it is still counted (as a 500) by the instrumentation.
-    app.add_middleware(RequestContextMiddleware)
+    lane = PredictionLane(app.framework, app, prediction_routers)
+    app.edge = Edge(lane, metrics, access_log)
     return app

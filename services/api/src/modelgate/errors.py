@@ -7,7 +7,7 @@ Every error body has the same shape::
      "errors": [{"field": ..., "reason": ...}, ...], "request_id": "..."}
 
 Unexpected exceptions are logged with the request id and answered with a generic 500
-(by ``middleware.RequestContextMiddleware``, which knows the id) that carries nothing
+(by the edge middleware, ``middleware.Edge``, which knows the id) that carries nothing
 about the internals (LitServe's approach, not KServe's, which echoes
 ``type(exc): str(exc)`` to the client).
 """
@@ -214,7 +214,14 @@ def internal_error_body() -> bytes:
     return orjson.dumps(error_body("internal_error", "internal server error"))
 
 
+async def _unexpected_error(_: Request, exc: Exception) -> Response:
+    # FastAPI's server-error middleware answers with this, then re-raises for the edge
+    # middleware (middleware.py) to log with the request id.
+    return Response(internal_error_body(), status_code=500, media_type="application/json")
+
+
 def install_error_handlers(app: FastAPI) -> None:
+    app.add_exception_handler(Exception, _unexpected_error)
     app.add_exception_handler(ModelGateError, _modelgate_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(RequestValidationError, _request_validation_error)

@@ -9,8 +9,9 @@ dependency solving and response checks. The endpoints, their validation, quotas,
 bodies and the OpenAPI schema are the same ones either way; anything else (other
 methods, other paths) goes to the framework as before.
 
-It sits inside the request-id and HTTP-metrics middleware, and sets ``scope["route"]``
-as the router would, so access lines and metrics are labelled by route template alike.
+It sits behind the edge middleware (request id, metrics, access line) and sets
+``scope["route"]`` as the router would, so access lines and metrics are labelled by route
+template alike.
 """
 
 from __future__ import annotations
@@ -82,7 +83,11 @@ class PredictionLane:
 
 
 def _handler_for(app: FastAPI, exc: Exception) -> Callable[..., Any] | None:
+    """The app's handler for an error it answers on purpose; not the catch-all for
+    ``Exception``: the unexpected ones go up to the edge, which logs them."""
     for cls in type(exc).__mro__:
+        if cls is Exception:
+            return None
         handler = app.exception_handlers.get(cls)
         if handler is not None:
             return handler

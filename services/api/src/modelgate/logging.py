@@ -1,4 +1,8 @@
-"""JSON logs, one object per line, carrying the request id of the request being served."""
+"""JSON logs, one object per line, carrying the request id of the request being served.
+
+The per-request access line has the same format but is written by ``accesslog.py``,
+which batches its writes; everything else goes through ``logging`` as usual.
+"""
 
 from __future__ import annotations
 

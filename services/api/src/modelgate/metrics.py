@@ -8,7 +8,7 @@ variable (a test client, a single process) the app's own registry is exposed.
 HTTP metrics (``http_requests_total`` and ``http_request_duration_seconds`` by route
 template, method and status class — the names and labels of
 prometheus-fastapi-instrumentator, so dashboards written for it work) come from
-``HttpMetricsMiddleware``, a pure ASGI middleware: the instrumentator builds a Request and
+``Metrics.observe_http``, called by the edge middleware: the instrumentator builds a Request and
 a Response and matches the route again for every request, about 70 µs of a ~300 µs
 request on this machine. modelgate adds what only it knows: inference time and queue
 wait per model version, batch sizes, cache results, quota refusals, model loads and the
@@ -19,7 +19,6 @@ from a request path.
 from __future__ import annotations
 
 import os
-import time
 from collections.abc import Iterable
 from typing import Any
 
@@ -31,9 +30,9 @@ from prometheus_client import (
     Histogram,
     generate_latest,
     multiprocess,
+    values,
 )
 from prometheus_client.metrics_core import Metric
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 # Millisecond-scale serving: 0.5 ms … 10 s.
 LATENCY_BUCKETS = (
@@ -45,6 +44,26 @@ BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
 
 def multiprocess_dir() -> str | None:
     return os.environ.get("PROMETHEUS_MULTIPROC_DIR") or None
+
+
+# In multiprocess mode prometheus_client calls os.getpid() on every update, to notice a
+# fork. A few dozen updates per request make that a syscall storm; the pid only changes
+# at a fork, so it is cached and refreshed in the child. Chosen before any metric exists.
+_pid = os.getpid()
+
+
+def _refresh_pid() -> None:
+    global _pid
+    _pid = os.getpid()
+
+
+def _cached_pid() -> int:
+    return _pid
+
+
+if values.ValueClass is not values.MutexValue:
+    os.register_at_fork(after_in_child=_refresh_pid)
+    values.ValueClass = values.MultiProcessValue(process_identifier=_cached_pid)  # type: ignore[no-untyped-call]
 
 
 class Metrics:
@@ -110,6 +129,8 @@ class Metrics:
             http, buckets=LATENCY_BUCKETS, registry=registry,
         )  # fmt: skip
         self._info_labels: set[tuple[str, str, str, str]] = set()
+        # Label lookups take a lock and hash the tuple; the HTTP children are cached here.
+        self._http_children: dict[tuple[str, str, str], tuple[Any, Any]] = {}
         # Present at 0 from the start, so that rates and ratios exist before the first event.
         for result in ("hit", "miss", "error"):
             self.cache.labels(result)
@@ -125,6 +146,21 @@ class Metrics:
         for w in waits:
             wait.observe(w)
 
+    def observe_http(self, route: str | None, method: str, status: int, seconds: float) -> None:
+        """One request: ``route`` is the matched route template, ``None`` for unknown paths
+        (labelled ``none``, so labels stay bounded). Scrapes of /metrics are left out: they
+        would drown the API's own numbers."""
+        handler = route or "none"
+        if handler == "/metrics":
+            return
+        labels = (handler, method, f"{status // 100}xx")
+        children = self._http_children.get(labels)
+        if children is None:
+            children = (self.http_requests.labels(*labels), self.http_duration.labels(*labels))
+            self._http_children[labels] = children
+        children[0].inc()
+        children[1].observe(seconds)
+
     def served(self, versions: Iterable[tuple[str, str, str, bool]]) -> None:
         """Set the model-info gauge to what is loaded now: (model, version, sha256, default)."""
         now = {(m, v, sha[:12], "true" if d else "false") for m, v, sha, d in versions}
@@ -133,52 +169,6 @@ class Metrics:
         for labels in now:
             self.model_info.labels(*labels).set(1)
         self._info_labels = now
-
-
-class HttpMetricsMiddleware:
-    """Pure ASGI: requests in flight, then one count and one latency observation per
-    request, labelled by the route template the router (or the prediction lane) matched —
-    ``none`` for unknown paths, so labels stay bounded — and the status class."""
-
-    EXCLUDED = frozenset({"/metrics"})  # scrapes would drown the API's own numbers
-
-    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
-        self.app = app
-        self.metrics = metrics
-        # Label lookups take a lock and hash the tuple; the children are cached here.
-        self._children: dict[tuple[str, str, str], tuple[Any, Any]] = {}
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        status = 500  # unless a response starts: an exception below is a 500
-
-        async def send_status(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-            await send(message)
-
-        started = time.perf_counter()
-        self.metrics.in_flight.inc()
-        try:
-            await self.app(scope, receive, send_status)
-        finally:
-            self.metrics.in_flight.dec()
-            route = scope.get("route")
-            handler = getattr(route, "path", None) or "none"
-            if handler not in self.EXCLUDED:
-                labels = (handler, scope["method"], f"{status // 100}xx")
-                children = self._children.get(labels)
-                if children is None:
-                    children = (
-                        self.metrics.http_requests.labels(*labels),
-                        self.metrics.http_duration.labels(*labels),
-                    )
-                    self._children[labels] = children
-                children[0].inc()
-                children[1].observe(time.perf_counter() - started)
 
 
 def scraped(registry: CollectorRegistry) -> CollectorRegistry:

@@ -1,34 +1,44 @@
-"""Pure ASGI middleware (not ``BaseHTTPMiddleware``, which breaks context variables and
-costs throughput): a request id for every request, one access-log line per request, and
-the catch-all that turns an unexpected exception into a logged, generic 500."""
+"""The edge: the one pure ASGI middleware every HTTP request passes first.
+
+For each request it adopts or makes the request id, counts the request in flight,
+records the HTTP metrics and writes the access line once the answer is out, and turns an
+unexpected exception into a logged, generic 500. One layer rather than one per concern:
+each ASGI layer costs a coroutine and a ``send`` wrapper per request. Not
+``BaseHTTPMiddleware``, which breaks context variables and costs throughput.
+
+``app.ModelGateApp`` puts it in front of FastAPI's own middleware stack (see there why).
+"""
 
 from __future__ import annotations
 
 import logging
 import re
 import time
-import uuid
 from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from modelgate.accesslog import AccessLog
 from modelgate.errors import internal_error_body
+from modelgate.ids import new_id
 from modelgate.logging import request_id_var
+from modelgate.metrics import Metrics
 
-access_log = logging.getLogger("modelgate.access")
 errors_log = logging.getLogger("modelgate.errors")
 
 # A client's id is echoed and logged, so only a short, harmless charset is accepted.
 _VALID_REQUEST_ID = re.compile(rb"^[A-Za-z0-9._:\-]{1,128}$")
 
 
-class RequestContextMiddleware:
+class Edge:
     """Adopt the caller's ``X-Request-ID`` (nginx's ``$request_id`` through the gateway)
-    or make one; echo it on the response; write the access line in ``finally`` so that
-    errors are logged too."""
+    or make one; echo it on the response; count, time and log every request in
+    ``finally``, so that errors are counted and logged too."""
 
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(self, app: ASGIApp, metrics: Metrics, access_log: AccessLog) -> None:
         self.app = app
+        self.metrics = metrics
+        self.access_log = access_log
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -41,50 +51,64 @@ class RequestContextMiddleware:
                     request_id = value.decode()
                 break
         if not request_id:
-            request_id = uuid.uuid4().hex
+            request_id = new_id()
         token = request_id_var.set(request_id)
         started = time.perf_counter()
-        status = 500
         header = (b"x-request-id", request_id.encode())
-
-        status_sent = False
+        status = 500  # unless an answer starts: an exception below is a 500
+        response_started = response_complete = False
 
         async def send_with_id(message: Message) -> None:
-            nonlocal status, status_sent
+            nonlocal status, response_started, response_complete
             if message["type"] == "http.response.start":
                 status = message["status"]
-                status_sent = True
+                response_started = True
                 message["headers"] = [*message.get("headers", []), header]
+            elif not message.get("more_body", False):
+                response_complete = True
             await send(message)
 
+        self.metrics.in_flight.inc()
         try:
             await self.app(scope, receive, send_with_id)
         except Exception as exc:
             errors_log.error("unhandled error", exc_info=exc, extra={"request_id": request_id})
-            if status_sent:
-                raise  # headers are out; the server can only drop the connection
-            status = 500
-            await send(
-                {
-                    "type": "http.response.start",
-                    "status": 500,
-                    "headers": [(b"content-type", b"application/json"), header],
-                }
-            )
-            await send({"type": "http.response.body", "body": internal_error_body()})
+            if not response_started:
+                status = 500
+                await send(
+                    {
+                        "type": "http.response.start",
+                        "status": 500,
+                        "headers": [(b"content-type", b"application/json"), header],
+                    }
+                )
+                await send({"type": "http.response.body", "body": internal_error_body()})
+            elif not response_complete:
+                raise  # half an answer is out; the server can only drop the connection
+            # else the framework answered (its server-error handler) and re-raised: logged.
         finally:
-            state: dict[str, Any] = scope.get("state", {})
-            extra: dict[str, Any] = {
-                "request_id": request_id,
-                "method": scope["method"],
-                "path": scope["path"],
-                # The route template (bounded, groupable), once the router matched one.
-                "route": getattr(scope.get("route"), "path", None),
-                "status": status,
-                "latency_ms": round((time.perf_counter() - started) * 1000, 3),
-            }
-            for key in ("model", "version", "cache", "batch_rows"):
-                if key in state:
-                    extra[key] = state[key]
-            access_log.info("request", extra=extra)
+            self.metrics.in_flight.dec()
+            elapsed = time.perf_counter() - started
+            # The route template (bounded, groupable), once the router or lane matched one.
+            route = getattr(scope.get("route"), "path", None)
+            self.metrics.observe_http(route, scope["method"], status, elapsed)
+            if self.access_log.enabled:
+                self._access_line(scope, request_id, route, status, elapsed)
             request_id_var.reset(token)
+
+    def _access_line(
+        self, scope: Scope, request_id: str, route: str | None, status: int, elapsed: float
+    ) -> None:
+        fields: dict[str, Any] = {
+            "request_id": request_id,
+            "method": scope["method"],
+            "path": scope["path"],
+            "route": route,
+            "status": status,
+            "latency_ms": round(elapsed * 1000, 3),
+        }
+        state: dict[str, Any] = scope.get("state", {})
+        for key in ("model", "version", "cache", "batch_rows"):
+            if key in state:
+                fields[key] = state[key]
+        self.access_log.write(fields)

@@ -9,13 +9,13 @@ examples are added in ``openapi.py`` from the manifests.
 from __future__ import annotations
 
 import time
-import uuid
 from typing import Any
 
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
 from modelgate.deps import json_response, read_body
+from modelgate.ids import new_id
 from modelgate.ratelimit import BATCH_SCOPE, PREDICT_SCOPE, quota
 from modelgate.service import BatchResult, PredictionService, elapsed_ms, now_iso
 from modelgate.settings import Settings
@@ -56,7 +56,7 @@ async def predict_single(request: Request, name: str | None, version: str | None
         **result.outputs[0],
         "model_name": model.name,
         "model_version": model.version,
-        "prediction_id": uuid.uuid4().hex,
+        "prediction_id": new_id(),
         "cached": result.cached[0],
         "latency_ms": elapsed_ms(started),
         "timestamp": now_iso(),

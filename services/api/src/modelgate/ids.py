@@ -1,0 +1,14 @@
+"""Request and prediction ids: 32 hex characters, like ``uuid4().hex``.
+
+``uuid4`` reads the kernel's random source (a syscall, which also hands the GIL to the
+inference thread) twice per request. These ids need to be unique, not secret, so they
+come from ``random``, which Python reseeds in every forked worker.
+"""
+
+from __future__ import annotations
+
+import random
+
+
+def new_id() -> str:
+    return f"{random.getrandbits(128):032x}"
