@@ -117,3 +117,72 @@ def test_parse_json_accepts_nan_for_validation_and_refuses_garbage() -> None:
     for bad in (b"", b"{", b"{'a': 1}", b"\xff\xfe"):
         with pytest.raises(MalformedRequest):
             parse_json(bad)
+
+
+# The bulk path (no boolean inputs): it must accept exactly what the per-value path
+# accepts, give the same rows, and leave every refusal to it so the fields are named.
+NUMERIC = InputValidator(
+    Manifest.model_validate(
+        manifest_dict(
+            inputs=[
+                {"name": "age", "dtype": "int", "min": 18, "max": 100},
+                {"name": "income", "dtype": "float", "min": 0},
+                {"name": "score", "dtype": "float"},
+            ]
+        )
+    )
+)
+
+
+def per_value(instances: list[Any]) -> np.ndarray:
+    errors: list[Any] = []
+    rows = [NUMERIC.row(inst, f"instances[{i}]", errors) for i, inst in enumerate(instances)]
+    assert not errors
+    return np.array(rows, dtype=np.float32)
+
+
+def test_bulk_rows_equal_per_value_rows() -> None:
+    instances: list[Any] = [
+        {"age": 35, "income": 75000.5, "score": -1.25},
+        {"score": 3, "age": 99.0, "income": 0},  # any key order, ints as floats
+        {"age": 18, "income": 1e12, "score": 0.1},
+    ]
+    assert NUMERIC._bulk(instances) is not None  # the bulk path answers these
+    bulk = NUMERIC.batch({"instances": instances}, 10)
+    assert bulk.dtype == np.float32 and bulk.tobytes() == per_value(instances).tobytes()
+    positional = [[35, 75000.5, -1.25], [99.0, 0, 3], [18, 1e12, 0.1]]
+    assert NUMERIC.batch({"instances": positional}, 10).tobytes() == bulk.tobytes()
+
+
+@pytest.mark.parametrize(
+    ("bad", "field", "reason"),
+    [
+        ({"age": "35"}, "instances[1].age", "expected an integer, got string"),
+        ({"age": True}, "instances[1].age", "expected an integer, got boolean"),
+        ({"age": 35.5}, "instances[1].age", "expected an integer, got 35.5"),
+        ({"age": 17}, "instances[1].age", "must be >= 18 (got 17)"),
+        ({"income": -1}, "instances[1].income", "must be >= 0 (got -1)"),
+        ({"score": None}, "instances[1].score", "expected a number, got null"),
+        ({"score": [1]}, "instances[1].score", "expected a number, got array"),
+        ({"score": 10**400}, "instances[1].score", "number is too large"),
+        ({"extra": 1}, "instances[1].extra", "unknown feature"),
+    ],
+)
+def test_bulk_leaves_every_refusal_to_the_per_value_path(
+    bad: dict[str, Any], field: str, reason: str
+) -> None:
+    good = {"age": 35, "income": 1.0, "score": 2.0}
+    instances = [good, {**good, **bad}, good]
+    assert NUMERIC._bulk(instances) is None
+    with pytest.raises(InvalidInput) as info:
+        NUMERIC.batch({"instances": instances}, 10)
+    assert [(e.field, e.reason) for e in info.value.errors] == [(field, reason)]
+
+
+def test_bulk_refuses_ragged_or_mixed_instances() -> None:
+    good = {"age": 35, "income": 1.0, "score": 2.0}
+    for instances in ([good, {"age": 35, "income": 1.0}], [good, [35, 1.0, 2.0]], [[35, 1.0]]):
+        assert NUMERIC._bulk(instances) is None
+    with pytest.raises(InvalidInput) as info:
+        NUMERIC.batch({"instances": [good, {"age": 35, "income": 1.0}]}, 10)
+    assert info.value.errors[0].field == "instances[1].score"
