@@ -47,29 +47,35 @@ class BatchResult:
     batch_rows: int  # rows in the largest tensor call this request rode in (0: all cached)
 
 
-def format_output(model: LoadedModel, out: np.ndarray) -> dict[str, Any]:
-    """One row of model output → the native response fields."""
+def format_outputs(model: LoadedModel, out: np.ndarray) -> list[dict[str, Any]]:
+    """Model output rows → the native response fields, one dict per row. Converted to
+    Python numbers once per batch (``tolist``), not value by value."""
     task = model.manifest.task
     classes = model.manifest.outputs.classes
     if task is Task.REGRESSION:
-        return {"prediction": float(out)}
+        return [{"prediction": v} for v in out.reshape(len(out), -1)[:, 0].tolist()]
     if task is Task.BINARY:
-        p = float(out)
-        label = int(p >= 0.5)
-        return {
+        answers = []
+        for p in out.reshape(-1).tolist():
+            label = int(p >= 0.5)
+            answers.append(
+                {
+                    "prediction": label,
+                    "probability": p,
+                    "prediction_class": classes[label],
+                    "class_name": classes[label],
+                }
+            )
+        return answers
+    return [
+        {
             "prediction": label,
-            "probability": p,
+            "probabilities": dict(zip(classes, probs, strict=True)),
             "prediction_class": classes[label],
             "class_name": classes[label],
         }
-    probs = [float(v) for v in out]
-    label = int(np.argmax(out))
-    return {
-        "prediction": label,
-        "probabilities": dict(zip(classes, probs, strict=True)),
-        "prediction_class": classes[label],
-        "class_name": classes[label],
-    }
+        for label, probs in zip(out.argmax(axis=1).tolist(), out.tolist(), strict=True)
+    ]
 
 
 @dataclass
@@ -135,18 +141,24 @@ class PredictionService:
     async def run(self, model: LoadedModel, rows: np.ndarray) -> BatchResult:
         """Predict validated rows with one model version, through the cache."""
         started = time.perf_counter()
-        keys = [cache_key(model.name, model.version, model.sha256, r) for r in rows]
-        hits = await self.cache.get_many(keys)
+        caching = not isinstance(self.cache, NullCache)  # else no keys to hash
+        keys = (
+            [cache_key(model.name, model.version, model.sha256, r) for r in rows] if caching else []
+        )
+        hits = await self.cache.get_many(keys) if caching else [None] * len(rows)
         missing = [i for i, hit in enumerate(hits) if hit is None]
         outputs: list[dict[str, Any] | None] = list(hits)
         batch_rows = 0
         if missing:
             todo = rows if len(missing) == len(rows) else rows[missing]
             out, batch_rows = await self._lane(model).batcher.submit(todo)
-            fresh = {}
-            for j, i in enumerate(missing):
-                outputs[i] = fresh[keys[i]] = format_output(model, out[j])
-            await self.cache.set_many(fresh)
+            answers = format_outputs(model, out)
+            for i, answer in zip(missing, answers, strict=True):
+                outputs[i] = answer
+            if caching:
+                await self.cache.set_many(
+                    {keys[i]: a for i, a in zip(missing, answers, strict=True)}
+                )
         self.last_prediction_at = datetime.now(UTC)
         if self.metrics is not None:
             counter = self.metrics.predictions
