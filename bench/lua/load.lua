@@ -2,6 +2,8 @@
 --   BENCH_PATH       request path
 --   BENCH_BODY       JSON body; "{N}" in it is replaced by a per-request number in
 --                    20000..119999 (unique within a run of < 100,000 requests per thread)
+--   BENCH_BODY_FILE  if set: the body is this file's bytes, as is (binary bodies)
+--   BENCH_HEADER     if set: one more request header, "Name: value"
 --   BENCH_REPEAT     fraction (0..1) of requests sent with N=75000, i.e. a repeated input
 --   BENCH_RATE       if set: requests per second over all connections (paced, see README)
 --   BENCH_CONNECTIONS connections, to pace each one at BENCH_RATE / connections
@@ -13,7 +15,20 @@ local rate = tonumber(os.getenv("BENCH_RATE") or "0")
 local connections = tonumber(os.getenv("BENCH_CONNECTIONS") or "64")
 local counter = 0
 local headers = {["Content-Type"] = "application/json"}
-local repeated = string.gsub(body, "{N}", "75000")
+local body_file = os.getenv("BENCH_BODY_FILE")
+if body_file and body_file ~= "" then
+  local f = assert(io.open(body_file, "rb"))
+  body = f:read("*a")
+  f:close()
+  headers["Content-Type"] = "application/octet-stream"
+end
+local extra = os.getenv("BENCH_HEADER")
+if extra and extra ~= "" then
+  local name, value = string.match(extra, "^([^:]+):%s*(.*)$")
+  headers[name] = value
+end
+local templated = not body_file or body_file == ""
+local repeated = templated and string.gsub(body, "{N}", "75000") or body
 
 function setup(thread)
   thread:set("id", math.random(1, 1000000))
@@ -26,7 +41,7 @@ end
 
 function request()
   local b = repeated
-  if math.random() >= repeat_fraction then
+  if templated and math.random() >= repeat_fraction then
     counter = counter + 1
     b = string.gsub(body, "{N}", tostring(20000 + counter % 100000))
   end

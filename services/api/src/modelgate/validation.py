@@ -106,6 +106,7 @@ class InputValidator:
         self._lo = np.array([-np.inf if s.min is None else s.min for s in self.specs])
         self._hi = np.array([np.inf if s.max is None else s.max for s in self.specs])
         self._int_cols = [i for i, s in enumerate(self.specs) if s.dtype is DType.INT]
+        self._bool_cols = [i for i, s in enumerate(self.specs) if s.dtype is DType.BOOL]
 
     def row(self, instance: Any, where: str, errors: list[FieldError]) -> list[float]:
         """One instance (named object or positional list) → floats; appends to errors."""
@@ -211,15 +212,24 @@ class InputValidator:
             values = np.array(rows, dtype=np.float64)
         except OverflowError:
             return None
+        return values.astype(np.float32) if self._all_valid(values) else None
+
+    def _all_valid(self, values: np.ndarray) -> bool:
+        """Every value of an (n, n_features) float64 matrix finite, within its bounds, whole
+        for integer inputs and 0 or 1 for booleans: a few whole-matrix operations."""
         if not (
             np.isfinite(values).all() and (values >= self._lo).all() and (values <= self._hi).all()
         ):
-            return None
+            return False
         if self._int_cols:
             ints = values[:, self._int_cols]
             if not (ints == np.round(ints)).all():
-                return None
-        return values.astype(np.float32)
+                return False
+        if self._bool_cols:
+            flags = values[:, self._bool_cols]
+            if not ((flags == 0) | (flags == 1)).all():
+                return False
+        return True
 
     def matrix(self, values: np.ndarray, where: str, max_rows: int) -> np.ndarray:
         """A numeric (n, n_features) tensor → float32 rows, with the same rules as JSON
@@ -237,6 +247,9 @@ class InputValidator:
                 [FieldError(where, f"expected 1 to {max_rows} rows, got {values.shape[0]}")]
             )
         rows = values.astype(np.float64, copy=False)
+        if self._all_valid(rows):
+            return rows.astype(np.float32)
+        # Something is wrong: name it, column by column.
         errors: list[FieldError] = []
         for col, spec in enumerate(self.specs):
             column = rows[:, col]
