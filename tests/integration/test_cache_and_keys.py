@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import time
 from pathlib import Path
@@ -12,6 +13,7 @@ import orjson
 import pytest
 import redis
 
+from modelgate.rediscache import RedisCache
 from tests.conftest import RedisServer, stop_process, wait_until
 from tests.integration.test_api import CHURN
 
@@ -98,3 +100,26 @@ def test_api_keys_guard_predictions_but_not_health(demo_models: Path, replica_fa
     )
     assert ok.status_code == 200 and ok.json()["model_name"] == "churn"
     assert httpx.get(f"{s.url}/ready").status_code == 200
+
+
+def test_lookups_and_writes_of_one_turn_share_one_round_trip(redis_server: RedisServer) -> None:
+    cache = RedisCache.from_url(redis_server.url, ttl_seconds=60)
+
+    async def run() -> tuple[list[list[dict[str, Any] | None]], dict[str, Any]]:
+        # Twenty requests write their answers in one turn, then look them up in one turn.
+        for i in range(20):
+            await cache.set_many({f"pred:test:{i}": {"prediction": i}})
+        await asyncio.sleep(0)  # the next turn: the writes leave, as one pipeline
+        assert len(cache._pending) == 1
+        await cache.flush_writes()
+        found = await asyncio.gather(
+            *(cache.get_many([f"pred:test:{i}", "pred:test:absent"]) for i in range(20))
+        )
+        stats = await cache.client.info("commandstats")
+        await cache.close()
+        return list(found), stats
+
+    found, stats = asyncio.run(run())
+    assert found == [[{"prediction": i}, None] for i in range(20)]
+    assert stats["cmdstat_mget"]["calls"] == 1
+    assert stats["cmdstat_set"]["calls"] == 20

@@ -81,6 +81,8 @@ def start_stack(models: Path, workdir: Path) -> Stack:
         "MODELGATE_STACK_GATEWAY_PORT": str(gateway),
         "MODELGATE_STACK_GATEWAY_STATUS_PORT": str(status),
         "MODELGATE_STACK_REPLICA_PORTS": ",".join(map(str, replicas)),
+        # Two workers per replica whatever the cores: the tests are about many workers.
+        "MODELGATE_STACK_WORKERS": "2",
         "MODELGATE_STACK_REDIS_PORT": str(redis),
         "MODELGATE_STACK_PROMETHEUS_PORT": str(prometheus),
         "MODELGATE_STACK_NGINX_EXPORTER_PORT": str(nginx_exp),

@@ -26,7 +26,6 @@ semantics (limit notation, key function, fixed windows, fallback, JSON 429 with
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import hashlib
 import logging
@@ -43,6 +42,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from modelgate.auth import presented_key, require_client
+from modelgate.coalesce import PerTurn
 from modelgate.errors import RateLimited
 from modelgate.rediscache import CircuitBreaker
 from modelgate.settings import RateLimitSettings
@@ -122,13 +122,8 @@ class MemoryWindows:
         return out
 
 
-@dataclass
-class _Hit:
-    keys: list[str]
-    windows_ms: list[int]
-    cost: int
-    # (count, ttl_ms) per key; None when Redis failed.
-    done: asyncio.Future[list[tuple[int, int]] | None]
+# One check: its keys, their windows in ms, the cost.
+_Hit = tuple[list[str], list[int], int]
 
 
 class Quotas:
@@ -156,8 +151,8 @@ class Quotas:
             self._script = self.client.register_script(_HIT)
         elif self.enabled:
             log.warning("rate limits without Redis are per worker, not fleet-wide")
-        self._queued: list[_Hit] = []
-        self._sending: set[asyncio.Task[None]] = set()
+        # Every check of one event-loop turn goes to Redis in one script call.
+        self._hits: PerTurn[_Hit, list[tuple[int, int]]] = PerTurn(self._send)
 
     async def check(self, identity: str, scope: str, cost: int = 1) -> Verdict:
         items = self.limits[scope]
@@ -188,50 +183,33 @@ class Quotas:
         self, keys: list[str], windows_ms: list[int], cost: int
     ) -> list[tuple[int, int]]:
         if self.client is not None and self.breaker.allow():
-            loop = asyncio.get_running_loop()
-            hit = _Hit(keys, windows_ms, cost, loop.create_future())
-            self._queued.append(hit)
-            if len(self._queued) == 1:  # the first of this turn sends them all, next turn
-                loop.call_soon(self._send_queued)
-            counts = await hit.done
-            if counts is not None:
+            try:
+                counts = await self._hits.submit((keys, windows_ms, cost))
+            except (RedisError, OSError, TimeoutError) as exc:
+                if not self.breaker.is_open:
+                    log.warning(
+                        "redis unavailable; quotas counted per worker",
+                        extra={"error": repr(exc), "pause_s": self.breaker.cooldown},
+                    )
+                self.breaker.failed()
+            else:
+                self.breaker.succeeded()
                 return counts
         return self.memory.hit(keys, windows_ms, cost)
 
-    def _send_queued(self) -> None:
-        hits, self._queued = self._queued, []
-        task = asyncio.get_running_loop().create_task(self._send(hits))
-        self._sending.add(task)
-        task.add_done_callback(self._sending.discard)
-
-    async def _send(self, hits: list[_Hit]) -> None:
-        keys = [key for hit in hits for key in hit.keys]
-        args = [a for hit in hits for window in hit.windows_ms for a in (hit.cost, window)]
-        try:
-            flat = await self._script(keys=keys, args=args)
-        except (RedisError, OSError, TimeoutError) as exc:
-            if not self.breaker.is_open:
-                log.warning(
-                    "redis unavailable; quotas counted per worker",
-                    extra={"error": repr(exc), "pause_s": self.breaker.cooldown},
-                )
-            self.breaker.failed()
-            flat = None
-        else:
-            self.breaker.succeeded()
-        at = 0
-        for hit in hits:
-            n = len(hit.keys)
-            counts = None
-            if flat is not None:
-                counts = [(int(flat[at + 2 * i]), int(flat[at + 2 * i + 1])) for i in range(n)]
+    async def _send(self, hits: list[_Hit]) -> list[list[tuple[int, int]]]:
+        keys = [key for hit_keys, _, _ in hits for key in hit_keys]
+        args = [a for _, windows, cost in hits for window in windows for a in (cost, window)]
+        flat = await self._script(keys=keys, args=args)
+        out, at = [], 0
+        for hit_keys, _, _ in hits:
+            n = len(hit_keys)
+            out.append([(int(flat[at + 2 * i]), int(flat[at + 2 * i + 1])) for i in range(n)])
             at += 2 * n
-            if not hit.done.done():  # its request may have been cancelled meanwhile
-                hit.done.set_result(counts)
+        return out
 
     async def close(self) -> None:
-        if self._sending:
-            await asyncio.gather(*self._sending, return_exceptions=True)
+        await self._hits.drain()
         if self.client is not None:
             await self.client.aclose()
 

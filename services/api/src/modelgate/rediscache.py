@@ -3,7 +3,8 @@
 Redis trouble is a cache miss, never a failed prediction: calls have short socket
 timeouts, and after a failure a circuit breaker skips Redis entirely for
 ``breaker_seconds``, so a dead Redis costs nothing per request. Values are JSON (never
-pickle); one request costs one MGET and, for misses, one pipelined round of SET EX.
+pickle). The lookups of every request of one event-loop turn go in one MGET, and the
+writes of a turn in one pipeline of SET EX, sent after the answers (coalesce.py).
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ from typing import Any
 import orjson
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
+
+from modelgate.coalesce import PerTurn
 
 log = logging.getLogger("modelgate.cache")
 
@@ -64,6 +67,19 @@ class RedisCache:
     # Called with ("hit" | "miss" | "error", rows) for metrics.
     on_lookup: Callable[[str, int], None] | None = None
     _pending: set[asyncio.Task[None]] = field(default_factory=set)
+    _writes: dict[str, dict[str, Any]] = field(default_factory=dict)  # this turn's
+    _lookups: PerTurn[list[str], list[Any]] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self._lookups = PerTurn(self._mget)
+
+    async def _mget(self, requests: list[list[str]]) -> list[list[Any]]:
+        values = await self.client.mget([key for keys in requests for key in keys])
+        out, at = [], 0
+        for keys in requests:
+            out.append(values[at : at + len(keys)])
+            at += len(keys)
+        return out
 
     @classmethod
     def from_url(
@@ -93,7 +109,7 @@ class RedisCache:
             self._count("error", len(keys))
             return [None] * len(keys)
         try:
-            raw = await self.client.mget(keys)
+            raw = await self._lookups.submit(keys)
         except (RedisError, OSError, TimeoutError) as exc:
             self._failed("mget", exc)
             self._count("error", len(keys))
@@ -119,6 +135,12 @@ class RedisCache:
     async def set_many(self, items: dict[str, dict[str, Any]]) -> None:
         if not items or not self.breaker.allow() or len(self._pending) >= self.max_pending_writes:
             return
+        if not self._writes:  # the first of this turn: write them all next turn
+            asyncio.get_running_loop().call_soon(self._write_turn)
+        self._writes.update(items)
+
+    def _write_turn(self) -> None:
+        items, self._writes = self._writes, {}
         task = asyncio.get_running_loop().create_task(self._write(items))
         self._pending.add(task)
         task.add_done_callback(self._pending.discard)
@@ -134,6 +156,8 @@ class RedisCache:
 
     async def flush_writes(self) -> None:
         """Wait for pending writes (tests, shutdown)."""
+        if self._writes:
+            self._write_turn()
         if self._pending:
             await asyncio.gather(*self._pending, return_exceptions=True)
 
