@@ -48,7 +48,9 @@ def test_prediction_through_the_gateway_with_the_request_id_end_to_end(stack: St
     replica = [u for u in stack.replicas if u.endswith(f":{port}")]
     assert replica, upstream
     name = f"api-{stack.replicas.index(replica[0]) + 1}"
-    assert rid in (stack.dir / "logs" / f"{name}.log").read_text()
+    log = stack.dir / "logs" / f"{name}.log"
+    # Access lines are written in batches, within 50 ms.
+    wait_until(lambda: rid in log.read_text(), 5, f"the request id in {name}'s access log")
 
 
 def test_a_miss_on_one_replica_is_a_hit_on_another(stack: Stack) -> None:
