@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import signal
+import socket
 import threading
 from pathlib import Path
 from typing import Any
 
 import httpx
+import orjson
 import pytest
 
 from tests.conftest import wait_until
@@ -54,16 +56,23 @@ def test_concurrent_requests_are_batched_and_answers_stay_with_their_request(
 
 
 def test_sigterm_drains_in_flight_requests(demo_models: Path, replica_factory: Any) -> None:
-    # A long batching window keeps a request in flight while the replica is told to stop.
     server = replica_factory(
         demo_models, workers=1, env={"MODELGATE_BATCHING__MAX_BATCH_DELAY_MS": "800"}
     )
+    body = orjson.dumps({"features": CHURN})
+    # A client that sent its headers but not yet its body is a request in flight: the
+    # batcher waits for it (up to the 800 ms window) before running the other request.
+    slow = socket.create_connection(("127.0.0.1", int(server.url.rsplit(":", 1)[1])))
+    slow.sendall(
+        b"POST /predict HTTP/1.1\r\nHost: replica\r\nContent-Type: application/json\r\n"
+        b"Content-Length: %d\r\n\r\n" % len(body)
+    )
     result: dict[str, httpx.Response] = {}
 
-    def slow_request() -> None:
+    def queued_request() -> None:
         result["r"] = httpx.post(f"{server.url}/predict", json={"features": CHURN}, timeout=30)
 
-    t = threading.Thread(target=slow_request)
+    t = threading.Thread(target=queued_request)
     t.start()
     wait_until(
         lambda: httpx.get(f"{server.url}/health", timeout=2).json()["queued_rows"] == 1,
@@ -71,7 +80,11 @@ def test_sigterm_drains_in_flight_requests(demo_models: Path, replica_factory: A
         "request waiting in the batcher",
     )
     server.proc.send_signal(signal.SIGTERM)
+    slow.sendall(body)  # the slow client finishes after the stop signal
+    answer = slow.makefile("rb").read()
+    slow.close()
     t.join(30)
     assert result["r"].status_code == 200
     assert result["r"].json()["model_name"] == "churn"
+    assert answer.startswith(b"HTTP/1.1 200") and b'"model_name":"churn"' in answer
     assert server.proc.wait(30) == 0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 
@@ -139,3 +140,22 @@ def test_model_failure_reaches_every_waiting_request() -> None:
 
     results = asyncio.run(scenario())
     assert all(isinstance(r, RuntimeError) and str(r) == "boom" for r in results)
+
+
+def test_a_lone_request_does_not_wait_for_company_that_cannot_come() -> None:
+    async def one_request(in_flight: int) -> float:
+        with ThreadPoolExecutor(1) as ex:
+            b = Batcher(
+                lambda x: x[:, 0], ex, max_rows=16, max_delay_s=0.3, max_queue_rows=100,
+                in_flight=lambda: in_flight,
+            )  # fmt: skip
+            started = time.perf_counter()
+            await b.submit(np.ones((1, 2), np.float32))
+            elapsed = time.perf_counter() - started
+            await b.close()
+            return elapsed
+
+    # Only this request is in flight: it runs at once.
+    assert asyncio.run(one_request(in_flight=1)) < 0.2
+    # Another request is in the worker (reading its body, say): wait for it, up to the delay.
+    assert asyncio.run(one_request(in_flight=2)) >= 0.3

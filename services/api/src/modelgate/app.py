@@ -11,7 +11,7 @@ import gc
 import logging
 import signal
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from types import FrameType
@@ -86,6 +86,13 @@ class ModelGateApp(FastAPI):
         await super().__call__(scope, receive, send)
 
 
+def _requests_in_flight(app: FastAPI) -> Callable[[], int] | None:
+    edge = getattr(app, "edge", None)
+    if not isinstance(edge, Edge):
+        return None
+    return lambda: edge.requests_in_flight
+
+
 def build_cache(settings: Settings, metrics: Metrics | None = None) -> PredictionCache:
     if not (settings.cache.enabled and settings.redis_url):
         return NullCache()
@@ -151,6 +158,7 @@ def create_app(settings: Settings | None = None) -> ModelGateApp:
             cache=build_cache(settings, metrics),
             metrics=metrics,
             prediction_log=build_prediction_log(settings, metrics),
+            in_flight=_requests_in_flight(app),
         )
         # Catch up with fleet-wide loads/unloads before serving, then follow them.
         control = FleetControl(

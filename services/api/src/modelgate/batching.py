@@ -10,7 +10,10 @@ Two parts, after LitServe's ``collate_requests``:
 
 While one batch runs in the thread, the event loop keeps parsing requests and queueing
 them, so under load batches form by themselves; ``max_delay`` only bounds how long the
-first request of a batch may wait for company when the model is idle.
+first request of a batch may wait for company when the model is idle. And it waits only
+when company can come: when the worker has requests in flight that are neither queued
+here nor in the running batch (``in_flight``). A lone request runs at once, so a lightly
+loaded server doesn't add ``max_delay`` to every answer.
 """
 
 from __future__ import annotations
@@ -91,6 +94,9 @@ class Batcher:
     clock: Callable[[], float] = time.monotonic
     # For metrics: (rows, seconds in the tensor call, each request's wait in the queue).
     on_batch: Callable[[int, float, list[float]], None] | None = None
+    # HTTP requests in flight in this worker; None: always wait up to max_delay.
+    in_flight: Callable[[], int] | None = None
+    _running: int = 0  # requests in the batch being run
     _queue: deque[Pending] = field(default_factory=deque)
     _queued_rows: int = 0
     _wakeup: asyncio.Event = field(default_factory=asyncio.Event)
@@ -134,9 +140,17 @@ class Batcher:
     def queued_rows(self) -> int:
         return self._queued_rows
 
+    def _company_may_come(self) -> bool:
+        """Whether a request in flight may still join the queue (it is in the worker but
+        neither queued nor running here: reading its body, being validated, …)."""
+        if self.in_flight is None:
+            return True
+        return self.in_flight() > len(self._queue) + self._running
+
     async def _loop(self) -> None:
         while True:
-            batch = take_batch(self._queue, self.max_rows, self.max_delay_s, self.clock())
+            delay = self.max_delay_s if self._company_may_come() else 0.0
+            batch = take_batch(self._queue, self.max_rows, delay, self.clock())
             if batch is None:
                 if self._closing and not self._queue:
                     return
@@ -162,6 +176,7 @@ class Batcher:
         size = int(rows.shape[0])
         begun = self.clock()
         started = time.perf_counter()
+        self._running = len(batch)
         try:
             out = await asyncio.get_running_loop().run_in_executor(
                 self.executor, self.run_model, rows
@@ -172,6 +187,8 @@ class Batcher:
                 if not p.future.done():
                     p.future.set_exception(exc)
             return
+        finally:
+            self._running = 0
         if self.on_batch is not None:
             waits = [begun - p.enqueued_at for p in batch]
             self.on_batch(size, time.perf_counter() - started, waits)

@@ -39,6 +39,7 @@ class Edge:
         self.app = app
         self.metrics = metrics
         self.access_log = access_log
+        self.requests_in_flight = 0  # in this worker; the batcher reads it
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -69,6 +70,7 @@ class Edge:
             await send(message)
 
         self.metrics.in_flight.inc()
+        self.requests_in_flight += 1
         try:
             await self.app(scope, receive, send_with_id)
         except Exception as exc:
@@ -88,6 +90,7 @@ class Edge:
             # else the framework answered (its server-error handler) and re-raised: logged.
         finally:
             self.metrics.in_flight.dec()
+            self.requests_in_flight -= 1
             elapsed = time.perf_counter() - started
             # The route template (bounded, groupable), once the router or lane matched one.
             route = getattr(scope.get("route"), "path", None)

@@ -86,6 +86,8 @@ class PredictionService:
     cache: PredictionCache = field(default_factory=NullCache)
     metrics: Metrics | None = None
     prediction_log: PredictionLog | None = None
+    # HTTP requests in flight in this worker: batchers wait for company only if some may come.
+    in_flight: Callable[[], int] | None = None
     last_prediction_at: datetime | None = None
     # Per loaded version (keyed by identity, so a reloaded version gets fresh ones).
     _lanes: dict[int, _Lane] = field(default_factory=dict)
@@ -120,6 +122,7 @@ class PredictionService:
             max_delay_s=delay_ms / 1000.0,
             max_queue_rows=self.batching.max_queue_rows,
             on_batch=self._batch_observer(model),
+            in_flight=self.in_flight,
         )
 
     def _batch_observer(self, model: LoadedModel) -> Callable[[int, float, list[float]], None]:
