@@ -16,10 +16,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import time
 from typing import Any
 
 import orjson
+
+from modelgate.timefmt import iso_utc
 
 LOGGER = "modelgate.access"
 PIPE_BUF = 4096
@@ -32,24 +33,15 @@ class AccessLog:
         self._lines: list[bytes] = []
         self._size = 0
         self._flush_scheduled = False
-        self._second = -1
-        self._second_text = ""
 
     @property
     def enabled(self) -> bool:
         logger = logging.getLogger(LOGGER)
         return not logger.disabled and logger.isEnabledFor(logging.INFO)
 
-    def _timestamp(self, now: float) -> str:
-        second = int(now)
-        if second != self._second:  # strftime once per second, not per line
-            self._second = second
-            self._second_text = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
-        return f"{self._second_text}.{int((now - second) * 1000):03d}Z"
-
     def write(self, fields: dict[str, Any]) -> None:
         entry = {
-            "ts": self._timestamp(time.time()),
+            "ts": iso_utc(),
             "level": "info",
             "logger": LOGGER,
             "message": "request",

@@ -131,6 +131,7 @@ class Metrics:
         self._info_labels: set[tuple[str, str, str, str]] = set()
         # Label lookups take a lock and hash the tuple; the HTTP children are cached here.
         self._http_children: dict[tuple[str, str, str], tuple[Any, Any]] = {}
+        self._prediction_children: dict[tuple[str, str], tuple[Any, Any]] = {}
         # Present at 0 from the start, so that rates and ratios exist before the first event.
         for result in ("hit", "miss", "error"):
             self.cache.labels(result)
@@ -145,6 +146,21 @@ class Metrics:
         wait = self.queue_wait.labels(model, version)
         for w in waits:
             wait.observe(w)
+
+    def count_predictions(self, model: str, version: str, rows: int, computed: int) -> None:
+        """``rows`` answered, ``computed`` of them by the model, the rest from the cache."""
+        key = (model, version)
+        children = self._prediction_children.get(key)
+        if children is None:
+            children = (
+                self.predictions.labels(model, version, "false"),
+                self.predictions.labels(model, version, "true"),
+            )
+            self._prediction_children[key] = children
+        if computed:
+            children[0].inc(computed)
+        if rows > computed:
+            children[1].inc(rows - computed)
 
     def observe_http(self, route: str | None, method: str, status: int, seconds: float) -> None:
         """One request: ``route`` is the matched route template, ``None`` for unknown paths

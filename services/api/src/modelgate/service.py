@@ -88,7 +88,7 @@ class PredictionService:
     prediction_log: PredictionLog | None = None
     # HTTP requests in flight in this worker: batchers wait for company only if some may come.
     in_flight: Callable[[], int] | None = None
-    last_prediction_at: datetime | None = None
+    last_prediction_at: float | None = None  # epoch seconds
     # Per loaded version (keyed by identity, so a reloaded version gets fresh ones).
     _lanes: dict[int, _Lane] = field(default_factory=dict)
     _seen_snapshot: object = None
@@ -162,13 +162,9 @@ class PredictionService:
                 await self.cache.set_many(
                     {keys[i]: a for i, a in zip(missing, answers, strict=True)}
                 )
-        self.last_prediction_at = datetime.now(UTC)
+        self.last_prediction_at = time.time()
         if self.metrics is not None:
-            counter = self.metrics.predictions
-            if missing:
-                counter.labels(model.name, model.version, "false").inc(len(missing))
-            if len(missing) < len(rows):
-                counter.labels(model.name, model.version, "true").inc(len(rows) - len(missing))
+            self.metrics.count_predictions(model.name, model.version, len(rows), len(missing))
         missing_set = set(missing)
         result = BatchResult(
             model=model,
@@ -202,10 +198,6 @@ class PredictionService:
         await self.cache.close()
         if self.prediction_log is not None:
             await asyncio.to_thread(self.prediction_log.close)
-
-
-def now_iso() -> str:
-    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def elapsed_ms(started: float) -> float:

@@ -7,6 +7,8 @@ and the worker is not shutting down (readiness: send me traffic).
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
@@ -58,7 +60,7 @@ async def health(
             "loaded_at": default.loaded_at.isoformat() if default else None,
             "started_at": lifecycle.started_at.isoformat(),
             "uptime_seconds": lifecycle.uptime_seconds(),
-            "last_prediction_at": last.isoformat() if last else None,
+            "last_prediction_at": datetime.fromtimestamp(last, UTC).isoformat() if last else None,
             "queued_rows": service.queued_rows,
             "load_failures": [
                 {"model": f.name, "version": f.version, "reason": f.reason}

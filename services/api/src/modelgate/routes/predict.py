@@ -17,8 +17,9 @@ from starlette.responses import Response
 from modelgate.deps import json_response, read_body
 from modelgate.ids import new_id
 from modelgate.ratelimit import BATCH_SCOPE, PREDICT_SCOPE, quota
-from modelgate.service import BatchResult, PredictionService, elapsed_ms, now_iso
+from modelgate.service import BatchResult, PredictionService, elapsed_ms
 from modelgate.settings import Settings
+from modelgate.timefmt import iso_utc
 from modelgate.validation import parse_json
 
 SINGLE = "single"
@@ -59,7 +60,7 @@ async def predict_single(request: Request, name: str | None, version: str | None
         "prediction_id": new_id(),
         "cached": result.cached[0],
         "latency_ms": elapsed_ms(started),
-        "timestamp": now_iso(),
+        "timestamp": iso_utc(),
     }
     return json_response(body, headers=_headers(result))
 
@@ -82,7 +83,7 @@ async def predict_batch(request: Request, name: str | None, version: str | None)
         "model_name": model.name,
         "model_version": model.version,
         "total_time_ms": elapsed_ms(started),
-        "timestamp": now_iso(),
+        "timestamp": iso_utc(),
     }
     return json_response(body, headers=_headers(result))
 
