@@ -6,8 +6,10 @@ written by all of the replica's workers. Each worker appends whole batches of li
 one ``write`` on an ``O_APPEND`` descriptor, so lines from different workers never
 interleave.
 
-The request path only puts a record on a bounded queue; a background thread formats and
-writes. A full queue drops the record, and a full disk or an unwritable directory drops
+The request path only appends a record to a list; the records of one event-loop turn are
+handed to a background thread together (one queue item and one thread wake-up per turn,
+not per request), which formats and writes them. More than ``max_queue`` records waiting
+drops the record, and a full disk or an unwritable directory drops
 the batch; both are counted and logged (at most once a minute), and never fail a
 prediction or slow it down.
 
@@ -24,6 +26,7 @@ One line (schema version 1):
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import os
@@ -85,7 +88,11 @@ class PredictionLog:
         self.directory = directory
         self.instance = instance
         self.on_result = on_result  # ("written" | "dropped" | "failed", records)
-        self._queue: queue.Queue[Record | None] = queue.Queue(maxsize=max_queue)
+        self.max_queue = max_queue
+        self._turn: list[Record] = []  # appended in this event-loop turn
+        self._waiting = 0  # handed over, not yet written; under _lock (two threads)
+        self._lock = threading.Lock()
+        self._queue: queue.Queue[list[Record] | None] = queue.Queue()
         self._thread = threading.Thread(target=self._run, name="prediction-log", daemon=True)
         self._fd: int | None = None
         self._day = ""
@@ -93,15 +100,28 @@ class PredictionLog:
         self._thread.start()
 
     def append(self, record: Record) -> None:
-        """Never blocks: a full queue drops the record."""
-        try:
-            self._queue.put_nowait(record)
-        except queue.Full:
+        """Never blocks: past ``max_queue`` waiting records, the record is dropped."""
+        if self._waiting + len(self._turn) >= self.max_queue:
             self._count("dropped", 1)
             self._warn("prediction log queue full; dropping records")
+            return
+        self._turn.append(record)
+        if len(self._turn) == 1:  # the first of this turn hands them all over, next turn
+            try:
+                asyncio.get_running_loop().call_soon(self._hand_over)
+            except RuntimeError:  # no event loop (a direct call): hand over now
+                self._hand_over()
+
+    def _hand_over(self) -> None:
+        records, self._turn = self._turn, []
+        if records:
+            with self._lock:
+                self._waiting += len(records)
+            self._queue.put(records)
 
     def close(self, timeout: float = 5.0) -> None:
         """Write what is queued, then stop."""
+        self._hand_over()
         self._queue.put(None)
         self._thread.join(timeout)
         if self._fd is not None:
@@ -112,16 +132,17 @@ class PredictionLog:
 
     def _run(self) -> None:
         while True:
-            first = self._queue.get()
-            batch = [first]
-            while len(batch) < 1000:
+            batch = [self._queue.get()]
+            while sum(len(b) for b in batch if b is not None) < 1000:
                 try:
                     batch.append(self._queue.get_nowait())
                 except queue.Empty:
                     break
-            records = [r for r in batch if r is not None]
+            records = [r for b in batch if b is not None for r in b]
             if records:
                 self._write(records)
+                with self._lock:
+                    self._waiting -= len(records)
             if None in batch:
                 return
 

@@ -1,0 +1,55 @@
+"""The prediction log's hand-over: records of one loop turn travel together, and past
+max_queue waiting records the rest are dropped and counted, never blocking."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+
+from modelgate.manifest import Manifest
+from modelgate.predlog import PredictionLog, Record
+from tests.unit.manifests import manifest_dict
+
+MANIFEST = Manifest.model_validate(manifest_dict())
+
+
+def record(i: int) -> Record:
+    return Record(
+        ts=datetime.now(UTC),
+        request_id=f"r{i}",
+        manifest=MANIFEST,
+        rows=np.array([[30, 1.5, 1]], dtype=np.float32),
+        outputs=[{"prediction": 1}],
+        cached=[False],
+        latency_ms=0.5,
+    )
+
+
+def test_one_turn_is_one_hand_over_and_overflow_is_dropped(tmp_path: Path) -> None:
+    counts: dict[str, int] = {}
+
+    def count(result: str, n: int) -> None:
+        counts[result] = counts.get(result, 0) + n
+
+    log = PredictionLog(tmp_path, "api-test", max_queue=5, on_result=count)
+    handed: list[int] = []
+    put = log._queue.put
+    log._queue.put = lambda item, *a, **k: (handed.append(len(item or [])), put(item, *a, **k))  # type: ignore[method-assign]
+
+    async def one_turn() -> None:
+        for i in range(8):
+            log.append(record(i))
+        await asyncio.sleep(0)  # the next turn: the hand-over
+
+    asyncio.run(one_turn())
+    log.close()
+    assert handed[0] == 5  # one queue item for the turn's records
+    assert counts == {"dropped": 3, "written": 5}
+    [path] = tmp_path.glob("api-test-*.jsonl")
+    lines = [json.loads(line) for line in path.read_text().splitlines()]
+    assert [x["request_id"] for x in lines] == ["r0", "r1", "r2", "r3", "r4"]
+    assert lines[0]["inputs"] == [{"age": 30, "income": 1.5, "is_premium": True}]
