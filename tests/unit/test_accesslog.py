@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
 import re
 
 from modelgate.accesslog import PIPE_BUF, AccessLog
+from modelgate.logging import configure_logging
 
 
 def read_all(fd: int) -> bytes:
@@ -59,3 +61,15 @@ def test_each_write_is_at_most_pipe_buf_and_ends_on_a_line() -> None:
     assert ids == [f"{i:032x}" for i in range(100)]
     os.close(r)
     os.close(w)
+
+
+def test_a_log_level_above_info_turns_access_lines_off() -> None:
+    root = logging.getLogger()
+    before = root.level
+    try:
+        configure_logging("WARNING")
+        assert not AccessLog().enabled
+        configure_logging("INFO")
+        assert AccessLog().enabled
+    finally:
+        root.setLevel(before)
