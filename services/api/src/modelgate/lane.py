@@ -77,7 +77,7 @@ class PredictionLane:
         except Exception as exc:
             handler = _handler_for(self.fastapi_app, exc)
             if handler is None:
-                raise  # the request-id middleware logs it and answers a generic 500
+                raise  # the edge (middleware.py) logs it and answers a generic 500
             response = await handler(request, exc)
         await response(scope, receive, send)
 
