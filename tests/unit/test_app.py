@@ -98,3 +98,21 @@ def test_not_ready_without_models(tmp_path: Path) -> None:
         assert r.status_code == 503 and r.json()["status"] == "not_ready"
         r = c.post("/predict", json={"features": FEATURES})
         assert r.status_code == 404 and r.json()["error"] == "model_not_found"
+
+
+def test_requests_in_flight_return_to_zero_whatever_the_outcome(
+    client: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The batcher waits for company only while requests are in flight: a count that
+    # leaked would make every lone request wait the whole batching window.
+    edge = client.app.edge  # type: ignore[attr-defined]
+    client.post("/predict", json={"features": FEATURES})
+    client.post("/predict", json={"features": [1]})
+    client.get("/nowhere")
+
+    async def explode(*_: object) -> None:
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(PredictionService, "run", explode)
+    assert client.post("/predict", json={"features": FEATURES}).status_code == 500
+    assert edge.requests_in_flight == 0
