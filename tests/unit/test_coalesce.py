@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from modelgate.coalesce import PerTurn
+from modelgate.coalesce import NextTurn, PerTurn
 
 
 def test_one_send_per_turn_each_caller_its_own_answer() -> None:
@@ -66,3 +66,23 @@ def test_a_cancelled_caller_does_not_break_the_others() -> None:
         return out
 
     assert asyncio.run(run()) == [0, 2]
+
+
+def test_next_turn_hands_a_turns_items_on_together() -> None:
+    delivered: list[list[int]] = []
+
+    async def run() -> list[list[int]]:
+        buffer = NextTurn(delivered.append)
+        for i in range(3):
+            buffer.add(i)
+        assert delivered == [] and len(buffer) == 3  # nothing yet: this turn isn't over
+        await asyncio.sleep(0)
+        buffer.add(3)
+        buffer.flush()  # on demand, e.g. at shutdown
+        await asyncio.sleep(0)  # the turn's scheduled hand-on finds nothing left
+        return delivered
+
+    assert asyncio.run(run()) == [[0, 1, 2], [3]]
+    outside: list[list[int]] = []
+    NextTurn(outside.append).add(7)  # no running loop: at once
+    assert outside == [[7]]

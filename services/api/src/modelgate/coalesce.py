@@ -1,4 +1,5 @@
-"""Calls made in the same event-loop turn share one round trip.
+"""Calls made in the same event-loop turn share one round trip (``PerTurn``), and
+fire-and-forget work made in one turn is handed on together (``NextTurn``).
 
 Under load a worker starts many requests per turn of its event loop, and each wants
 Redis (a quota check, a cache lookup). With redis-py's asyncio client a command costs
@@ -18,6 +19,31 @@ T = TypeVar("T")
 R = TypeVar("R")
 
 
+class NextTurn(Generic[T]):
+    """Items added in one event-loop turn are handed to ``deliver`` together, at the start
+    of the next turn (at once when no loop runs). ``flush`` hands them on now."""
+
+    def __init__(self, deliver: Callable[[list[T]], None]) -> None:
+        self._deliver = deliver
+        self._items: list[T] = []
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def add(self, item: T) -> None:
+        self._items.append(item)
+        if len(self._items) == 1:  # the first of this turn hands them all on, next turn
+            try:
+                asyncio.get_running_loop().call_soon(self.flush)
+            except RuntimeError:  # no running loop (a direct call): now
+                self.flush()
+
+    def flush(self) -> None:
+        items, self._items = self._items, []
+        if items:
+            self._deliver(items)
+
+
 class PerTurn(Generic[T, R]):
     """``await submit(item)`` answers with ``send(items)[i]`` for that item, where
     ``send`` is called once per turn with every item submitted in it. If ``send`` raises,
@@ -25,41 +51,33 @@ class PerTurn(Generic[T, R]):
 
     def __init__(self, send: Callable[[list[T]], Awaitable[list[R]]]) -> None:
         self._send = send
-        self._items: list[T] = []
-        self._waiters: list[asyncio.Future[R]] = []
+        self._calls: NextTurn[tuple[T, asyncio.Future[R]]] = NextTurn(self._start)
         self._sending: set[asyncio.Task[None]] = set()
 
     async def submit(self, item: T) -> R:
-        loop = asyncio.get_running_loop()
-        waiter: asyncio.Future[R] = loop.create_future()
-        self._items.append(item)
-        self._waiters.append(waiter)
-        if len(self._items) == 1:  # the first of this turn sends them all, next turn
-            loop.call_soon(self._flush)
+        waiter: asyncio.Future[R] = asyncio.get_running_loop().create_future()
+        self._calls.add((item, waiter))
         return await waiter
 
-    def _flush(self) -> None:
-        items, waiters = self._items, self._waiters
-        self._items, self._waiters = [], []
-        task = asyncio.get_running_loop().create_task(self._deliver(items, waiters))
+    def _start(self, calls: list[tuple[T, asyncio.Future[R]]]) -> None:
+        task = asyncio.get_running_loop().create_task(self._deliver(calls))
         self._sending.add(task)
         task.add_done_callback(self._sending.discard)
 
-    async def _deliver(self, items: list[T], waiters: list[asyncio.Future[R]]) -> None:
+    async def _deliver(self, calls: list[tuple[T, asyncio.Future[R]]]) -> None:
         try:
-            results = await self._send(items)
+            results = await self._send([item for item, _ in calls])
         except Exception as exc:
-            for waiter in waiters:
+            for _, waiter in calls:
                 if not waiter.done():  # its request may have been cancelled meanwhile
                     waiter.set_exception(exc)
             return
-        for waiter, result in zip(waiters, results, strict=True):
+        for (_, waiter), result in zip(calls, results, strict=True):
             if not waiter.done():
                 waiter.set_result(result)
 
     async def drain(self) -> None:
         """Wait for the calls under way (shutdown, tests)."""
-        while self._items or self._sending:
-            if self._items:
-                self._flush()
+        while len(self._calls) or self._sending:
+            self._calls.flush()
             await asyncio.gather(*self._sending, return_exceptions=True)

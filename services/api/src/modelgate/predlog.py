@@ -26,7 +26,6 @@ One line (schema version 1):
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 import os
@@ -42,6 +41,7 @@ from typing import Any
 import numpy as np
 import orjson
 
+from modelgate.coalesce import NextTurn
 from modelgate.manifest import DType, Manifest
 
 log = logging.getLogger("modelgate.predlog")
@@ -89,7 +89,7 @@ class PredictionLog:
         self.instance = instance
         self.on_result = on_result  # ("written" | "dropped" | "failed", records)
         self.max_queue = max_queue
-        self._turn: list[Record] = []  # appended in this event-loop turn
+        self._turn: NextTurn[Record] = NextTurn(self._hand_over)  # this loop turn's
         self._waiting = 0  # handed over, not yet written; under _lock (two threads)
         self._lock = threading.Lock()
         self._queue: queue.Queue[list[Record] | None] = queue.Queue()
@@ -105,23 +105,16 @@ class PredictionLog:
             self._count("dropped", 1)
             self._warn("prediction log queue full; dropping records")
             return
-        self._turn.append(record)
-        if len(self._turn) == 1:  # the first of this turn hands them all over, next turn
-            try:
-                asyncio.get_running_loop().call_soon(self._hand_over)
-            except RuntimeError:  # no event loop (a direct call): hand over now
-                self._hand_over()
+        self._turn.add(record)
 
-    def _hand_over(self) -> None:
-        records, self._turn = self._turn, []
-        if records:
-            with self._lock:
-                self._waiting += len(records)
-            self._queue.put(records)
+    def _hand_over(self, records: list[Record]) -> None:
+        with self._lock:
+            self._waiting += len(records)
+        self._queue.put(records)
 
     def close(self, timeout: float = 5.0) -> None:
         """Write what is queued, then stop."""
-        self._hand_over()
+        self._turn.flush()
         self._queue.put(None)
         self._thread.join(timeout)
         if self._fd is not None:

@@ -20,7 +20,7 @@ import orjson
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
-from modelgate.coalesce import PerTurn
+from modelgate.coalesce import NextTurn, PerTurn
 
 log = logging.getLogger("modelgate.cache")
 
@@ -67,11 +67,12 @@ class RedisCache:
     # Called with ("hit" | "miss" | "error", rows) for metrics.
     on_lookup: Callable[[str, int], None] | None = None
     _pending: set[asyncio.Task[None]] = field(default_factory=set)
-    _writes: dict[str, dict[str, Any]] = field(default_factory=dict)  # this turn's
     _lookups: PerTurn[list[str], list[Any]] = field(init=False)
+    _writes: NextTurn[dict[str, dict[str, Any]]] = field(init=False)
 
     def __post_init__(self) -> None:
         self._lookups = PerTurn(self._mget)
+        self._writes = NextTurn(self._write_turn)
 
     async def _mget(self, requests: list[list[str]]) -> list[list[Any]]:
         values = await self.client.mget([key for keys in requests for key in keys])
@@ -135,12 +136,10 @@ class RedisCache:
     async def set_many(self, items: dict[str, dict[str, Any]]) -> None:
         if not items or not self.breaker.allow() or len(self._pending) >= self.max_pending_writes:
             return
-        if not self._writes:  # the first of this turn: write them all next turn
-            asyncio.get_running_loop().call_soon(self._write_turn)
-        self._writes.update(items)
+        self._writes.add(items)
 
-    def _write_turn(self) -> None:
-        items, self._writes = self._writes, {}
+    def _write_turn(self, requests: list[dict[str, dict[str, Any]]]) -> None:
+        items = {key: value for request in requests for key, value in request.items()}
         task = asyncio.get_running_loop().create_task(self._write(items))
         self._pending.add(task)
         task.add_done_callback(self._pending.discard)
@@ -156,8 +155,7 @@ class RedisCache:
 
     async def flush_writes(self) -> None:
         """Wait for pending writes (tests, shutdown)."""
-        if self._writes:
-            self._write_turn()
+        self._writes.flush()
         if self._pending:
             await asyncio.gather(*self._pending, return_exceptions=True)
 
