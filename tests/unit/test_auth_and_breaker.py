@@ -75,8 +75,9 @@ def test_breaker_opens_for_the_cooldown_then_lets_one_probe_through() -> None:
     now = [100.0]
     b = CircuitBreaker(cooldown=5.0, clock=lambda: now[0])
     assert b.allow()
-    b.failed()
+    assert b.failed()  # this failure opened it: worth one log line
     assert not b.allow()
+    assert not b.failed()  # already open: no second line
     now[0] = 104.9
     assert not b.allow()
     now[0] = 105.0

@@ -44,7 +44,7 @@ from starlette.responses import Response
 from modelgate.auth import presented_key, require_client
 from modelgate.coalesce import PerTurn
 from modelgate.errors import RateLimited
-from modelgate.rediscache import CircuitBreaker
+from modelgate.rediscache import CircuitBreaker, fast_fail_client
 from modelgate.settings import RateLimitSettings
 
 log = logging.getLogger("modelgate.ratelimit")
@@ -140,14 +140,7 @@ class Quotas:
         self.breaker = CircuitBreaker(breaker_s)
         self.client: aioredis.Redis | None = None
         if redis_url:
-            timeout_s = settings.timeout_ms / 1000
-            self.client = aioredis.Redis.from_url(
-                redis_url,
-                socket_timeout=timeout_s,
-                socket_connect_timeout=timeout_s,
-                retry_on_timeout=False,
-                health_check_interval=0,
-            )
+            self.client = fast_fail_client(redis_url, settings.timeout_ms / 1000)
             self._script = self.client.register_script(_HIT)
         elif self.enabled:
             log.warning("rate limits without Redis are per worker, not fleet-wide")
@@ -186,12 +179,11 @@ class Quotas:
             try:
                 counts = await self._hits.submit((keys, windows_ms, cost))
             except (RedisError, OSError, TimeoutError) as exc:
-                if not self.breaker.is_open:
+                if self.breaker.failed():
                     log.warning(
                         "redis unavailable; quotas counted per worker",
                         extra={"error": repr(exc), "pause_s": self.breaker.cooldown},
                     )
-                self.breaker.failed()
             else:
                 self.breaker.succeeded()
                 return counts

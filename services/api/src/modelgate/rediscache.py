@@ -37,8 +37,12 @@ class CircuitBreaker:
     def allow(self) -> bool:
         return self.clock() >= self._open_until
 
-    def failed(self) -> None:
+    def failed(self) -> bool:
+        """Open for ``cooldown``; True when this failure opened it (worth a log line),
+        False when it was open already (a probe that failed again)."""
+        was_open = self.is_open
         self._open_until = self.clock() + self.cooldown
+        return not was_open
 
     def succeeded(self) -> None:
         self._open_until = 0.0
@@ -46,6 +50,18 @@ class CircuitBreaker:
     @property
     def is_open(self) -> bool:
         return not self.allow()
+
+
+def fast_fail_client(url: str, timeout_s: float) -> aioredis.Redis:
+    """A Redis client for the request path: connects and answers within ``timeout_s`` or
+    fails, without retrying, so a slow or dead Redis trips the caller's breaker quickly."""
+    return aioredis.Redis.from_url(
+        url,
+        socket_timeout=timeout_s,
+        socket_connect_timeout=timeout_s,
+        retry_on_timeout=False,
+        health_check_interval=0,
+    )
 
 
 @dataclass
@@ -86,23 +102,15 @@ class RedisCache:
     def from_url(
         cls, url: str, ttl_seconds: int, timeout_s: float = 0.05, breaker_s: float = 5.0
     ) -> RedisCache:
-        client = aioredis.Redis.from_url(
-            url,
-            socket_timeout=timeout_s,
-            socket_connect_timeout=timeout_s,
-            retry_on_timeout=False,
-            health_check_interval=0,
-        )
-        return cls(client, ttl_seconds, CircuitBreaker(breaker_s))
+        return cls(fast_fail_client(url, timeout_s), ttl_seconds, CircuitBreaker(breaker_s))
 
     def _failed(self, op: str, exc: Exception) -> None:
         self.stats.errors += 1
-        if not self.breaker.is_open:
+        if self.breaker.failed():
             log.warning(
                 "redis unavailable; caching paused",
                 extra={"op": op, "error": repr(exc), "pause_s": self.breaker.cooldown},
             )
-        self.breaker.failed()
 
     async def get_many(self, keys: list[str]) -> list[dict[str, Any] | None]:
         if not self.breaker.allow():
