@@ -129,9 +129,8 @@ class Metrics:
             http, buckets=LATENCY_BUCKETS, registry=registry,
         )  # fmt: skip
         self._info_labels: set[tuple[str, str, str, str]] = set()
-        # Label lookups take a lock and hash the tuple; the HTTP children are cached here.
-        self._http_children: dict[tuple[str, str, str], tuple[Any, Any]] = {}
-        self._prediction_children: dict[tuple[str, str], tuple[Any, Any]] = {}
+        # labels() takes a lock and hashes the tuple; per-request children are cached here.
+        self._children: dict[tuple[Any, tuple[str, ...]], Any] = {}
         # Present at 0 from the start, so that rates and ratios exist before the first event.
         for result in ("hit", "miss", "error"):
             self.cache.labels(result)
@@ -141,26 +140,25 @@ class Metrics:
     def observe_batch(
         self, model: str, version: str, rows: int, seconds: float, waits: Iterable[float]
     ) -> None:
-        self.inference.labels(model, version).observe(seconds)
-        self.batch_size.labels(model, version).observe(rows)
-        wait = self.queue_wait.labels(model, version)
+        self._child(self.inference, model, version).observe(seconds)
+        self._child(self.batch_size, model, version).observe(rows)
+        wait = self._child(self.queue_wait, model, version)
         for w in waits:
             wait.observe(w)
 
+    def _child(self, metric: Any, *labels: str) -> Any:
+        key = (metric, labels)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(*labels)
+        return child
+
     def count_predictions(self, model: str, version: str, rows: int, computed: int) -> None:
         """``rows`` answered, ``computed`` of them by the model, the rest from the cache."""
-        key = (model, version)
-        children = self._prediction_children.get(key)
-        if children is None:
-            children = (
-                self.predictions.labels(model, version, "false"),
-                self.predictions.labels(model, version, "true"),
-            )
-            self._prediction_children[key] = children
         if computed:
-            children[0].inc(computed)
+            self._child(self.predictions, model, version, "false").inc(computed)
         if rows > computed:
-            children[1].inc(rows - computed)
+            self._child(self.predictions, model, version, "true").inc(rows - computed)
 
     def observe_http(self, route: str | None, method: str, status: int, seconds: float) -> None:
         """One request: ``route`` is the matched route template, ``None`` for unknown paths
@@ -170,12 +168,8 @@ class Metrics:
         if handler == "/metrics":
             return
         labels = (handler, method, f"{status // 100}xx")
-        children = self._http_children.get(labels)
-        if children is None:
-            children = (self.http_requests.labels(*labels), self.http_duration.labels(*labels))
-            self._http_children[labels] = children
-        children[0].inc()
-        children[1].observe(seconds)
+        self._child(self.http_requests, *labels).inc()
+        self._child(self.http_duration, *labels).observe(seconds)
 
     def served(self, versions: Iterable[tuple[str, str, str, bool]]) -> None:
         """Set the model-info gauge to what is loaded now: (model, version, sha256, default)."""
