@@ -21,6 +21,9 @@ def cache_key(name: str, version: str, model_sha256: str, row: np.ndarray) -> st
 
 
 class PredictionCache(Protocol):
+    # False for NullCache: then nothing is looked up, written, or hashed into a key.
+    enabled: bool
+
     async def get_many(self, keys: list[str]) -> list[dict[str, Any] | None]: ...
 
     async def set_many(self, items: dict[str, dict[str, Any]]) -> None: ...
@@ -30,6 +33,8 @@ class PredictionCache(Protocol):
 
 class NullCache:
     """Always a miss; used when no cache is configured."""
+
+    enabled = False
 
     async def get_many(self, keys: list[str]) -> list[dict[str, Any] | None]:
         return [None] * len(keys)

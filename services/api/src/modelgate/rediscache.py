@@ -83,6 +83,7 @@ class RedisCache:
     # Called with ("hit" | "miss" | "error", rows) for metrics.
     on_lookup: Callable[[str, int], None] | None = None
     _pending: set[asyncio.Task[None]] = field(default_factory=set)
+    enabled: bool = field(default=True, init=False)
     _lookups: PerTurn[list[str], list[Any]] = field(init=False)
     _writes: NextTurn[dict[str, dict[str, Any]]] = field(init=False)
 

@@ -9,6 +9,7 @@ below this line knows which protocol asked.
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 from collections.abc import Callable
 from concurrent.futures import Executor
@@ -121,18 +122,13 @@ class PredictionService:
             max_rows=override.max_batch_size or self.batching.max_batch_size,
             max_delay_s=delay_ms / 1000.0,
             max_queue_rows=self.batching.max_queue_rows,
-            on_batch=self._batch_observer(model),
+            on_batch=(
+                None
+                if self.metrics is None
+                else functools.partial(self.metrics.observe_batch, model.name, model.version)
+            ),
             in_flight=self.in_flight,
         )
-
-    def _batch_observer(self, model: LoadedModel) -> Callable[[int, float, list[float]], None]:
-        metrics, name, version = self.metrics, model.name, model.version
-
-        def observe(rows: int, seconds: float, waits: list[float]) -> None:
-            if metrics is not None:
-                metrics.observe_batch(name, version, rows, seconds, waits)
-
-        return observe
 
     def _prune(self) -> None:
         """Let the batchers of versions no longer loaded finish their queue and stop."""
@@ -144,7 +140,7 @@ class PredictionService:
     async def run(self, model: LoadedModel, rows: np.ndarray) -> BatchResult:
         """Predict validated rows with one model version, through the cache."""
         started = time.perf_counter()
-        caching = not isinstance(self.cache, NullCache)  # else no keys to hash
+        caching = self.cache.enabled  # else no keys to hash
         keys = (
             [cache_key(model.name, model.version, model.sha256, r) for r in rows] if caching else []
         )
