@@ -102,7 +102,6 @@ class InputValidator:
         # For the bulk path (``_bulk``): the features of a named instance in order, the
         # bounds as vectors, the integer columns. Booleans take the per-value path.
         self._pick = operator.itemgetter(*self.names) if len(self.names) > 1 else None
-        self._bulk_ok = all(spec.dtype is not DType.BOOL for spec in self.specs)
         self._lo = np.array([-np.inf if s.min is None else s.min for s in self.specs])
         self._hi = np.array([np.inf if s.max is None else s.max for s in self.specs])
         self._int_cols = [i for i, s in enumerate(self.specs) if s.dtype is DType.INT]
@@ -192,7 +191,7 @@ class InputValidator:
         (``row``) then finds and names every problem; so this path accepts exactly what
         that one accepts, and gives the same float32 rows. About 10× faster on 32 rows of
         256 features, where per-value checks cost more than the model."""
-        if not self._bulk_ok or self._pick is None:
+        if self._bool_cols or self._pick is None:
             return None
         n = len(self.names)
         try:
