@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import numpy as np
@@ -186,3 +187,119 @@ def test_bulk_refuses_ragged_or_mixed_instances() -> None:
     with pytest.raises(InvalidInput) as info:
         NUMERIC.batch({"instances": [good, {"age": 35, "income": 1.0}]}, 10)
     assert info.value.errors[0].field == "instances[1].score"
+
+
+# Typed decoding of whole bodies (``single_body`` / ``batch_body``): a fast path that must
+# give the same rows as parsing then validating, and the same named errors when it can't.
+WIDE = InputValidator(
+    Manifest.model_validate(
+        manifest_dict(
+            inputs=[{"name": "age", "dtype": "int", "min": 18, "max": 100}]
+            + [{"name": f"x_{i}", "dtype": "float", "max": 10} for i in range(40)]
+            + [{"name": "class", "dtype": "bool"}]  # not a Python identifier
+        )
+    )
+)
+WIDE_GOOD = {"age": 40, **{f"x_{i}": i / 7 for i in range(40)}, "class": True}
+
+
+def outcome(validator: InputValidator, body: bytes, batch: bool) -> Any:
+    """The rows as bytes, or the named errors, or the malformed-body message."""
+    try:
+        rows = validator.batch_body(body, 3) if batch else validator.single_body(body)
+    except InvalidInput as exc:
+        return [(e.field, e.reason) for e in exc.errors]
+    except MalformedRequest as exc:
+        return str(exc)
+    assert rows.dtype == np.float32
+    return rows.tobytes()
+
+
+def general(validator: InputValidator, body: bytes, batch: bool) -> Any:
+    try:
+        payload = parse_json(body)
+        rows = validator.batch(payload, 3) if batch else validator.single(payload)
+    except InvalidInput as exc:
+        return [(e.field, e.reason) for e in exc.errors]
+    except MalformedRequest as exc:
+        return str(exc)
+    return rows.tobytes()
+
+
+BODY_FEATURES: list[Any] = [
+    GOOD,
+    {"is_premium": 1, "income": 75000, "age": 35.0},
+    {**GOOD, "is_premium": 0},
+    {**GOOD, "is_premium": 1.0},
+    {**GOOD, "is_premium": 2},
+    {**GOOD, "age": "35"},
+    {**GOOD, "age": True},
+    {**GOOD, "age": 35.5},
+    {**GOOD, "age": 17},
+    {**GOOD, "income": -0.5},
+    {**GOOD, "income": None},
+    {**GOOD, "income": float("nan")},
+    {**GOOD, "income": float("inf")},
+    {**GOOD, "income": 10**400},
+    {**GOOD, "income": [1]},
+    {**GOOD, "colour": 1},
+    {"age": 35, "income": 1.0},
+    [35, 75000.5, True],
+    "features",
+]
+
+
+@pytest.mark.parametrize("features", BODY_FEATURES)
+def test_typed_single_body_answers_like_the_general_path(features: Any) -> None:
+    body = json.dumps({"features": features}).encode()
+    assert outcome(V, body, batch=False) == general(V, body, batch=False)
+
+
+@pytest.mark.parametrize("features", BODY_FEATURES)
+def test_typed_batch_body_answers_like_the_general_path(features: Any) -> None:
+    body = json.dumps({"instances": [GOOD, features], "parameters": {}}).encode()
+    assert outcome(V, body, batch=True) == general(V, body, batch=True)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"",
+        b"{",
+        b"[]",
+        b'{"features": {"age": 35, "age": 36, "income": 1, "is_premium": true}}',
+        b'{"instances": []}',
+        json.dumps({"instances": [GOOD] * 4}).encode(),
+        json.dumps({"instances": GOOD}).encode(),
+    ],
+)
+def test_typed_decoding_of_odd_bodies_answers_like_the_general_path(body: bytes) -> None:
+    for batch in (False, True):
+        assert outcome(V, body, batch) == general(V, body, batch)
+
+
+@pytest.mark.parametrize(
+    "features",
+    [
+        WIDE_GOOD,
+        {**WIDE_GOOD, "x_3": 10.5},
+        {**WIDE_GOOD, "age": 40.5},
+        {**WIDE_GOOD, "x_9": None},
+        {**WIDE_GOOD, "class": 3},
+    ],
+)
+def test_typed_decoding_of_many_features_answers_like_the_general_path(features: Any) -> None:
+    for body, batch in (
+        (json.dumps({"features": features}).encode(), False),
+        (json.dumps({"instances": [WIDE_GOOD, features]}).encode(), True),
+    ):
+        assert outcome(WIDE, body, batch) == general(WIDE, body, batch)
+
+
+def test_typed_decoding_answers_the_common_bodies_itself() -> None:
+    """The fast path is taken for well-formed named features, not silently skipped."""
+    single = json.dumps({"features": GOOD}).encode()
+    batch = json.dumps({"instances": [GOOD, GOOD]}).encode()
+    assert V._typed.single(single) is not None
+    assert V._typed.batch(batch, 3) is not None
+    assert WIDE._typed.single(json.dumps({"features": WIDE_GOOD}).encode()) is not None

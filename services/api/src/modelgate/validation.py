@@ -18,6 +18,7 @@ import math
 import operator
 from typing import Any
 
+import msgspec
 import numpy as np
 import orjson
 
@@ -91,6 +92,56 @@ def _fmt(bound: float) -> str:
 
 _NUMBER_TYPES = frozenset({int, float})
 
+# What the typed decoder (``_TypedBodies``) lets through for each dtype, before the
+# whole-matrix checks: numbers (ints become floats) for numeric inputs, true/false or an
+# integer for booleans. Booleans are never numbers and strings never anything, as in
+# ``_check_value``.
+_JSON_TYPES: dict[DType, Any] = {DType.FLOAT: float, DType.INT: float, DType.BOOL: bool | int}
+
+
+class _TypedBodies:
+    """Decoders for the two common bodies straight into typed rows, for one manifest:
+    ``{"features": {...}}`` and ``{"instances": [{...}, ...]}`` with named features.
+
+    msgspec checks names, presence and JSON types while it parses, in C, with no dict per
+    instance: for 32 instances of 256 features, parsing and checking take half the time
+    of ``orjson.loads`` and the bulk path. It only ever *accepts*: on anything unusual
+    (an unknown or missing feature, a string, NaN, positional rows, …) the caller falls
+    back to the general path, which parses again and names every problem.
+    """
+
+    def __init__(self, specs: list[InputSpec]) -> None:
+        # Attribute names are positional: a feature may be called ``class`` or ``from``.
+        row = msgspec.defstruct(
+            "Row",
+            [
+                (f"c{i}", _JSON_TYPES[spec.dtype], msgspec.field(name=spec.name))
+                for i, spec in enumerate(specs)
+            ],
+            forbid_unknown_fields=True,
+            gc=False,
+        )
+        single = msgspec.defstruct("Single", [("features", row)], gc=False)
+        batch = msgspec.defstruct("Batch", [("instances", list[row])], gc=False)  # type: ignore[valid-type]
+        self._single = msgspec.json.Decoder(single)
+        self._batch = msgspec.json.Decoder(batch)
+
+    def single(self, body: bytes) -> tuple[Any, ...] | None:
+        try:
+            features = self._single.decode(body).features  # type: ignore[attr-defined]
+        except (msgspec.DecodeError, RecursionError):
+            return None
+        return msgspec.structs.astuple(features)
+
+    def batch(self, body: bytes, max_instances: int) -> list[tuple[Any, ...]] | None:
+        try:
+            instances = self._batch.decode(body).instances  # type: ignore[attr-defined]
+        except (msgspec.DecodeError, RecursionError):
+            return None
+        if not 1 <= len(instances) <= max_instances:
+            return None
+        return list(map(msgspec.structs.astuple, instances))
+
 
 class InputValidator:
     """Validates instances against one manifest; cheap to reuse, built once per version."""
@@ -106,6 +157,28 @@ class InputValidator:
         self._hi = np.array([np.inf if s.max is None else s.max for s in self.specs])
         self._int_cols = [i for i, s in enumerate(self.specs) if s.dtype is DType.INT]
         self._bool_cols = [i for i, s in enumerate(self.specs) if s.dtype is DType.BOOL]
+        self._typed = _TypedBodies(self.specs)
+
+    def single_body(self, body: bytes) -> np.ndarray:
+        """A single-prediction request body → a (1, n_features) float32 array."""
+        row = self._typed.single(body)
+        if row is not None:
+            # numpy's per-call overhead outweighs a few features' checks in Python.
+            if len(row) <= 32 and self._row_valid(row):
+                return np.array([row], dtype=np.float32)
+            values = np.array([row], dtype=np.float64)
+            if len(row) > 32 and self._all_valid(values):
+                return values.astype(np.float32)
+        return self.single(parse_json(body))
+
+    def batch_body(self, body: bytes, max_instances: int) -> np.ndarray:
+        """A batch request body → an (n, n_features) float32 array, 1 <= n <= max."""
+        rows = self._typed.batch(body, max_instances)
+        if rows is not None:
+            values = np.array(rows, dtype=np.float64)
+            if self._all_valid(values):
+                return values.astype(np.float32)
+        return self.batch(parse_json(body), max_instances)
 
     def row(self, instance: Any, where: str, errors: list[FieldError]) -> list[float]:
         """One instance (named object or positional list) → floats; appends to errors."""
@@ -212,6 +285,23 @@ class InputValidator:
         except OverflowError:
             return None
         return values.astype(np.float32) if self._all_valid(values) else None
+
+    def _row_valid(self, row: tuple[Any, ...]) -> bool:
+        """``_all_valid`` for one decoded row of a few features, in plain Python."""
+        for value, spec in zip(row, self.specs, strict=True):
+            if spec.dtype is DType.BOOL:
+                if value not in (0, 1):
+                    return False
+                continue
+            if not math.isfinite(value):
+                return False
+            if spec.min is not None and value < spec.min:
+                return False
+            if spec.max is not None and value > spec.max:
+                return False
+            if spec.dtype is DType.INT and not value.is_integer():
+                return False
+        return True
 
     def _all_valid(self, values: np.ndarray) -> bool:
         """Every value of an (n, n_features) float64 matrix finite, within its bounds, whole

@@ -20,7 +20,6 @@ from modelgate.ratelimit import BATCH_SCOPE, PREDICT_SCOPE, quota
 from modelgate.service import BatchResult, PredictionService, elapsed_ms
 from modelgate.settings import Settings
 from modelgate.timefmt import iso_utc
-from modelgate.validation import parse_json
 
 SINGLE = "single"
 BATCH = "batch"
@@ -49,8 +48,8 @@ async def predict_single(request: Request, name: str | None, version: str | None
     service: PredictionService = request.state.service
     settings: Settings = request.state.settings
     model = service.repository.get(name, version)
-    payload = parse_json(await read_body(request, settings.max_body_bytes))
-    rows = service.validator(model).single(payload)
+    raw = await read_body(request, settings.max_body_bytes)
+    rows = service.validator(model).single_body(raw)
     result = await service.run(model, rows)
     _note(request, result)
     body: dict[str, Any] = {
@@ -70,8 +69,8 @@ async def predict_batch(request: Request, name: str | None, version: str | None)
     service: PredictionService = request.state.service
     settings: Settings = request.state.settings
     model = service.repository.get(name, version)
-    payload = parse_json(await read_body(request, settings.max_body_bytes))
-    rows = service.validator(model).batch(payload, settings.max_batch_instances)
+    raw = await read_body(request, settings.max_body_bytes)
+    rows = service.validator(model).batch_body(raw, settings.max_batch_instances)
     result = await service.run(model, rows)
     _note(request, result)
     predictions = [
