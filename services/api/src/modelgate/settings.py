@@ -18,7 +18,10 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 class BatchingSettings(BaseModel):
     """Defaults for dynamic batching; a model's manifest may override them."""
 
-    max_batch_size: int = Field(64, ge=1, le=65536, description="rows per tensor call")
+    # A batch only grows this large when that many rows are waiting, so the bound costs a
+    # lightly loaded server nothing; under load, bigger calls are cheaper per row (the
+    # bench's 1024-wide MLP: 15.7k rows/s in 32-row calls, 28.5k in 256-row calls).
+    max_batch_size: int = Field(256, ge=1, le=65536, description="rows per tensor call")
     max_batch_delay_ms: float = Field(
         2.0, ge=0, le=1000, description="longest a request waits for others to join its batch"
     )
