@@ -13,6 +13,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -171,6 +172,14 @@ class RedisServer:
     @property
     def url(self) -> str:
         return f"redis://127.0.0.1:{self.port}/0"
+
+
+def commandstats(url: str) -> dict[str, Any]:
+    """Redis's per-command call counts (INFO commandstats), read with a client of its own."""
+    import redis  # a test-side client, independent of the one under test
+
+    with redis.Redis.from_url(url) as client:
+        return dict(client.info("commandstats"))
 
 
 def _redis_ping(port: int) -> bool:

@@ -14,7 +14,7 @@ import pytest
 import redis
 
 from modelgate.rediscache import RedisCache
-from tests.conftest import RedisServer, stop_process, wait_until
+from tests.conftest import RedisServer, commandstats, stop_process, wait_until
 from tests.integration.test_api import CHURN
 
 pytestmark = pytest.mark.integration
@@ -115,7 +115,7 @@ def test_lookups_and_writes_of_one_turn_share_one_round_trip(redis_server: Redis
         found = await asyncio.gather(
             *(cache.get_many([f"pred:test:{i}", "pred:test:absent"]) for i in range(20))
         )
-        stats = await cache.client.info("commandstats")
+        stats = commandstats(redis_server.url)
         await cache.close()
         return list(found), stats
 

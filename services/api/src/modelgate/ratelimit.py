@@ -35,9 +35,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-import redis.asyncio as aioredis
 from limits import RateLimitItem, parse_many
-from redis.exceptions import RedisError
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -45,6 +43,7 @@ from modelgate.auth import presented_key, require_client
 from modelgate.coalesce import PerTurn
 from modelgate.errors import RateLimited
 from modelgate.rediscache import CircuitBreaker, fast_fail_client
+from modelgate.redisconn import REDIS_ERRORS, PipelinedRedis
 from modelgate.settings import RateLimitSettings
 
 log = logging.getLogger("modelgate.ratelimit")
@@ -138,10 +137,9 @@ class Quotas:
         }
         self.memory = MemoryWindows()
         self.breaker = CircuitBreaker(breaker_s)
-        self.client: aioredis.Redis | None = None
+        self.client: PipelinedRedis | None = None
         if redis_url:
             self.client = fast_fail_client(redis_url, settings.timeout_ms / 1000)
-            self._script = self.client.register_script(_HIT)
         elif self.enabled:
             log.warning("rate limits without Redis are per worker, not fleet-wide")
         # Every check of one event-loop turn goes to Redis in one script call.
@@ -178,7 +176,7 @@ class Quotas:
         if self.client is not None and self.breaker.allow():
             try:
                 counts = await self._hits.submit((keys, windows_ms, cost))
-            except (RedisError, OSError, TimeoutError) as exc:
+            except REDIS_ERRORS as exc:
                 if self.breaker.failed():
                     log.warning(
                         "redis unavailable; quotas counted per worker",
@@ -192,7 +190,8 @@ class Quotas:
     async def _send(self, hits: list[_Hit]) -> list[list[tuple[int, int]]]:
         keys = [key for hit_keys, _, _ in hits for key in hit_keys]
         args = [a for _, windows, cost in hits for window in windows for a in (cost, window)]
-        flat = await self._script(keys=keys, args=args)
+        assert self.client is not None  # only called when there is one (``_hit``)
+        flat = await self.client.script(_HIT, keys, args)
         out, at = [], 0
         for hit_keys, _, _ in hits:
             n = len(hit_keys)
@@ -203,7 +202,7 @@ class Quotas:
     async def close(self) -> None:
         await self._hits.drain()
         if self.client is not None:
-            await self.client.aclose()
+            await self.client.close()
 
 
 Endpoint = Callable[..., Awaitable[Response]]

@@ -17,10 +17,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
-import redis.asyncio as aioredis
-from redis.exceptions import RedisError
 
 from modelgate.coalesce import NextTurn, PerTurn
+from modelgate.redisconn import REDIS_ERRORS, PipelinedRedis
 
 log = logging.getLogger("modelgate.cache")
 
@@ -52,16 +51,10 @@ class CircuitBreaker:
         return not self.allow()
 
 
-def fast_fail_client(url: str, timeout_s: float) -> aioredis.Redis:
+def fast_fail_client(url: str, timeout_s: float) -> PipelinedRedis:
     """A Redis client for the request path: connects and answers within ``timeout_s`` or
     fails, without retrying, so a slow or dead Redis trips the caller's breaker quickly."""
-    return aioredis.Redis.from_url(
-        url,
-        socket_timeout=timeout_s,
-        socket_connect_timeout=timeout_s,
-        retry_on_timeout=False,
-        health_check_interval=0,
-    )
+    return PipelinedRedis(url, timeout_s)
 
 
 @dataclass
@@ -74,7 +67,7 @@ class CacheStats:
 
 @dataclass
 class RedisCache:
-    client: aioredis.Redis
+    client: PipelinedRedis
     ttl_seconds: int
     breaker: CircuitBreaker
     stats: CacheStats = field(default_factory=CacheStats)
@@ -92,7 +85,7 @@ class RedisCache:
         self._writes = NextTurn(self._write_turn)
 
     async def _mget(self, requests: list[list[str]]) -> list[list[Any]]:
-        values = await self.client.mget([key for keys in requests for key in keys])
+        values = await self.client.execute("MGET", *[key for keys in requests for key in keys])
         out, at = [], 0
         for keys in requests:
             out.append(values[at : at + len(keys)])
@@ -120,7 +113,7 @@ class RedisCache:
             return [None] * len(keys)
         try:
             raw = await self._lookups.submit(keys)
-        except (RedisError, OSError, TimeoutError) as exc:
+        except REDIS_ERRORS as exc:
             self._failed("mget", exc)
             self._count("error", len(keys))
             return [None] * len(keys)
@@ -154,12 +147,12 @@ class RedisCache:
         task.add_done_callback(self._pending.discard)
 
     async def _write(self, items: dict[str, dict[str, Any]]) -> None:
+        ttl = self.ttl_seconds
         try:
-            async with self.client.pipeline(transaction=False) as pipe:
-                for key, value in items.items():
-                    pipe.set(key, orjson.dumps(value), ex=self.ttl_seconds)
-                await pipe.execute()
-        except (RedisError, OSError, TimeoutError) as exc:
+            await self.client.pipeline(
+                [("SET", key, orjson.dumps(value), "EX", ttl) for key, value in items.items()]
+            )
+        except REDIS_ERRORS as exc:
             self._failed("set", exc)
 
     async def flush_writes(self) -> None:
@@ -170,4 +163,4 @@ class RedisCache:
 
     async def close(self) -> None:
         await self.flush_writes()
-        await self.client.aclose()
+        await self.client.close()
