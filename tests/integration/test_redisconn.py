@@ -125,3 +125,14 @@ def test_password_and_database_from_the_url() -> None:
 def test_unsupported_urls_are_refused_at_construction() -> None:
     with pytest.raises(ValueError, match="unsupported Redis URL"):
         PipelinedRedis("http://127.0.0.1:6379", timeout_s=1)
+
+
+def test_commands_made_while_connecting_share_one_connection(redis_server: RedisServer) -> None:
+    async def run() -> list[object]:
+        client = PipelinedRedis(redis_server.url, timeout_s=1)
+        ids = await asyncio.gather(*(client.execute("CLIENT", "ID") for _ in range(10)))
+        await client.close()
+        return list(ids)
+
+    ids = asyncio.run(run())
+    assert len(ids) == 10 and len(set(ids)) == 1

@@ -190,12 +190,14 @@ class PipelinedRedis:
     # --- connecting ---------------------------------------------------------------------
 
     async def _connect(self) -> _Protocol:
-        if self._connecting is None:
-            self._connecting = asyncio.ensure_future(self._open())
+        """Open the connection; callers arriving meanwhile share the one attempt."""
+        connecting = self._connecting
+        if connecting is None:
+            connecting = self._connecting = asyncio.ensure_future(self._open())
         try:
-            return await asyncio.shield(self._connecting)
+            return await asyncio.shield(connecting)
         finally:
-            if self._connecting.done():
+            if connecting.done() and self._connecting is connecting:
                 self._connecting = None
 
     async def _open(self) -> _Protocol:
