@@ -19,7 +19,7 @@ help:
 	@echo "make serve  - one replica alone on http://$(HOST):$(PORT)"
 	@echo "make test   - lint, type-check and run every test tier"
 	@echo "make models - (re)build the demo model repository in models/"
-	@echo "make bench  - every benchmark scenario; writes bench/RESULTS.md (about 10 minutes)"
+	@echo "make bench  - every benchmark scenario; writes bench/RESULTS.md (about 20 minutes)"
 
 $(STAMP): services/api/pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)

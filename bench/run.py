@@ -3,8 +3,11 @@
 Each scenario starts what it needs on free loopback ports, checks that every server answers
 correctly (a wrong answer fails the server), warms it up, then measures with wrk and the
 Lua script in bench/lua/load.lua. Servers are pinned to core 1 and wrk to core 0 where the
-scenario says so. Baseline and ceiling run in the same session, so ratios compare like
-with like. `--seconds 1 --warmup 0` is the smoke mode the tests use.
+scenario says so. Baseline and ceiling run in the same session and are measured in turn
+with the server they are compared with, for `--rounds` rounds (median round reported), so
+ratios compare like with like even as the machine's speed drifts (S4's baseline rounds
+bracket the stack's, see s4_s5). `--seconds 1 --warmup 0 --rounds 1` is the smoke mode
+the tests use.
 """
 
 from __future__ import annotations
@@ -21,9 +24,10 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -52,7 +56,8 @@ class Result:
     rows_per_request: int = 1
     note: str = ""
     command: str = ""
-    extra: dict[str, Any] = field(default_factory=dict)
+    rounds: list[float] = field(default_factory=list)  # every round's value of rounds_of
+    rounds_of: str = "rps"
 
 
 def free_port() -> int:
@@ -148,7 +153,30 @@ class Bench:
     warmup: float
     connections: int
     models: Path
+    rounds: int = 3
     results: list[Result] = field(default_factory=list)
+
+    def compare(self, points: list[Callable[[], Result]], by: str = "rps") -> None:
+        """Measure every point once per round, in turn, ``rounds`` times, and record each
+        point's median round (by ``by``). On a shared VM the speed drifts by 15-25 % over
+        minutes; interleaving puts a server and its reference in the same phases, so the
+        ratio holds still where two back-to-back points would not."""
+        measured: list[list[Result]] = [[] for _ in points]
+        for _ in range(self.rounds):
+            for point, results in zip(points, measured, strict=True):
+                results.append(point())
+        for results in measured:
+            self.record(results, by)
+
+    def record(self, results: list[Result], by: str = "rps", at: int | None = None) -> None:
+        """Keep the median of one server's rounds (the lower middle for an even count),
+        with every round's value beside it; at the end of the results or at ``at``."""
+        ranked = sorted(results, key=lambda r: float(getattr(r, by)))
+        chosen = ranked[(len(ranked) - 1) // 2]
+        chosen.rounds = [round(float(getattr(r, by)), 2) for r in results]
+        chosen.rounds_of = by
+        chosen.non_2xx = sum(r.non_2xx for r in results)  # an error in any round counts
+        self.results.insert(len(self.results) if at is None else at, chosen)
 
     def measure(
         self, scenario: str, name: str, url: str, path: str, body: str, rows: int = 1, **kw: Any
@@ -167,7 +195,6 @@ class Bench:
             rows,
             command=command,
         )
-        self.results.append(result)
         print(
             f"{scenario:<4} {name:<28} {result.rps:>10.0f}/s  p50 {result.p50_ms:7.2f} ms  "
             f"p99 {result.p99_ms:7.2f} ms  non-2xx {result.non_2xx}",
@@ -310,14 +337,21 @@ def s1_s2(b: Bench, expected: dict[str, Any]) -> None:
         ("S2", "bench-mlp", mlp_body(), "/models/bench-mlp/predict", expected["bench-mlp"]),
     ):
         model_dir = b.models / model / ("2" if model == "churn" else "1")
-        with b.baseline(model_dir) as url:
-            check(url, "/predict", body, want, "baseline")
-            b.measure(scenario, "baseline (FastAPI tutorial)", url, "/predict", body)
-        with b.modelgate(model) as url:
-            check(url, path_mg, body, want, "modelgate")
-            b.measure(scenario, "modelgate (1 worker)", url, path_mg, body)
-    with b.ceiling() as url:
-        b.measure("S1", "ceiling (bare ASGI)", url, "/predict", churn_body())
+        with ExitStack() as up:
+            base = up.enter_context(b.baseline(model_dir))
+            mg = up.enter_context(b.modelgate(model))
+            check(base, "/predict", body, want, "baseline")
+            check(mg, path_mg, body, want, "modelgate")
+            points = [
+                partial(b.measure, scenario, "baseline (FastAPI tutorial)", base, "/predict", body),
+                partial(b.measure, scenario, "modelgate (1 worker)", mg, path_mg, body),
+            ]
+            if scenario == "S1":
+                ceiling = up.enter_context(b.ceiling())
+                points.append(
+                    partial(b.measure, "S1", "ceiling (bare ASGI)", ceiling, "/predict", body)
+                )
+            b.compare(points)
 
 
 def s3(b: Bench, expected: dict[str, Any]) -> None:
@@ -331,7 +365,6 @@ def s3(b: Bench, expected: dict[str, Any]) -> None:
             p["prediction"] != expected["bench-mlp"]["prediction"] for p in predictions
         ):
             raise RuntimeError("modelgate: wrong batch answer for bench-mlp")
-        b.measure("S3", "modelgate (1 worker, 32 rows)", url, path, body, rows=rows)
         # The same rows as a V2 client with the binary tensor extension sends them
         # (tritonclient's default): no JSON numbers to parse or check one by one.
         v2_path = "/v2/models/bench-mlp/infer"
@@ -354,16 +387,20 @@ def s3(b: Bench, expected: dict[str, Any]) -> None:
         body_file = BENCH / "out" / "s3-v2-binary.bin"
         body_file.parent.mkdir(parents=True, exist_ok=True)
         body_file.write_bytes(v2_body)
-        b.measure(
-            "S3",
-            "modelgate (1 worker, 32 rows, V2 binary)",
-            url,
-            v2_path,
-            "",
-            rows=rows,
-            body_file=body_file,
-            header=header,
+        v2 = "modelgate (1 worker, 32 rows, V2 binary)"
+        b.compare(
+            [
+                partial(b.measure, "S3", "modelgate (1 worker, 32 rows)", url, path, body, rows),
+                partial(
+                    b.measure, "S3", v2, url, v2_path, "", rows, body_file=body_file, header=header
+                ),
+                partial(torch_only, b, rows),
+            ]
         )
+
+
+def torch_only(b: Bench, rows: int) -> Result:
+    """The model alone on ``rows``-row tensors in a loop, on the servers' core."""
     argv = [
         "taskset",
         "-c",
@@ -378,20 +415,18 @@ def s3(b: Bench, expected: dict[str, Any]) -> None:
         str(b.seconds),
     ]
     out = json.loads(subprocess.run(argv, capture_output=True, text=True, check=True).stdout)
-    b.results.append(
-        Result(
-            "S3",
-            "torch only (32-row calls)",
-            out["rows_per_second"],
-            0,
-            0,
-            0,
-            None,
-            rows,
-            command=" ".join(argv[3:]),
-        )
-    )
     print(f"S3   torch only                   {out['rows_per_second']:>10.0f} rows/s", flush=True)
+    return Result(
+        "S3",
+        f"torch only ({rows}-row calls)",
+        out["rows_per_second"],
+        0,
+        0,
+        0,
+        None,
+        rows,
+        command=" ".join(argv[3:]),
+    )
 
 
 @contextmanager
@@ -426,24 +461,35 @@ def native_stack(b: Bench) -> Iterator[str]:
 
 
 def s4_s5(b: Bench, expected: dict[str, Any]) -> None:
+    """The stack against the baseline, unpinned. Not up at the same time: the idle stack
+    (Prometheus scraping, exporters) costs the unpinned baseline ~10 %. The baseline's
+    rounds bracket the stack's instead, half before it starts and half after it stops."""
     body = churn_body()
-    with b.baseline(b.models / "churn/2", cpu=None) as url:
-        check(url, "/predict", body, expected["churn"], "baseline")
-        b.measure("S4", "baseline (unpinned)", url, "/predict", body, pinned=False)
+    path = "/models/churn/predict"
+    measure = partial(b.measure, pinned=False)
+    baseline: list[Result] = []
+
+    def baseline_rounds(n: int) -> None:
+        if n:
+            with b.baseline(b.models / "churn/2", cpu=None) as base:
+                check(base, "/predict", body, expected["churn"], "baseline")
+                for _ in range(n):
+                    baseline.append(measure("S4", "baseline (unpinned)", base, "/predict", body))
+
+    baseline_rounds(b.rounds - b.rounds // 2)
+    first = len(b.results)
     with native_stack(b) as url:
-        path = "/models/churn/predict"
         check(url, path, body, expected["churn"], "modelgate stack")
-        for repeat in (0.0, 0.5, 1.0):
-            b.measure(
-                "S4",
-                f"stack, {int(repeat * 100)}% repeats",
-                url,
-                path,
-                body,
-                repeat=repeat,
-                pinned=False,
-            )
-        b.measure("S5", "stack at 1000 req/s offered", url, path, body, rate=1000.0, pinned=False)
+        b.compare(
+            [
+                partial(measure, "S4", f"stack, {r:.0%} repeats", url, path, body, repeat=r)
+                for r in (0.0, 0.5, 1.0)
+            ]
+        )
+        s5 = partial(measure, "S5", "stack at 1000 req/s offered", url, path, body, rate=1000.0)
+        b.compare([s5], by="p99_ms")
+    baseline_rounds(b.rounds // 2)
+    b.record(baseline, at=first)
 
 
 # --- report ---------------------------------------------------------------------------------
@@ -534,15 +580,21 @@ def report(b: Bench, argv: list[str]) -> str:
         f"Load: wrk, 1 thread, {b.connections} connections, {b.seconds:g} s per point after "
         f"{b.warmup:g} s of warm-up, script `bench/lua/load.lua`. Pinned scenarios (S1–S3): "
         f"server on core {SERVER_CPU}, wrk on core {LOAD_CPU}. S4/S5 unpinned.",
+        f"Rounds: the servers of a scenario are up together and measured in turn, "
+        f"{b.rounds} round(s); each row is that server's median round (by req/s; by p99 for "
+        f"S5), and the last column lists every round's value.",
         "",
-        "| scenario | server | req/s (rows/s for S3) | p50 ms | p99 ms | p99.9 ms | non-2xx |",
-        "|---|---|---:|---:|---:|---:|---:|",
+        "| scenario | server | req/s (rows/s for S3) | p50 ms | p99 ms | p99.9 ms "
+        "| non-2xx (all rounds) | rounds |",
+        "|---|---|---:|---:|---:|---:|---:|---|",
     ]
     for r in b.results:
         p999 = f"{r.p999_ms:.2f}" if r.p999_ms is not None else ""
+        unit = " ms p99" if r.rounds_of == "p99_ms" else ""
+        rounds = ", ".join(f"{v:,.2f}" if unit else f"{v:,.0f}" for v in r.rounds) + unit
         lines.append(
             f"| {r.scenario} | {r.server} | {r.rps:,.0f} | {r.p50_ms:.2f} | {r.p99_ms:.2f} "
-            f"| {p999} | {r.non_2xx} |"
+            f"| {p999} | {r.non_2xx} | {rounds} |"
         )
     lines += ["", "## Ratios", "", "| | ratio |", "|---|---:|"]
     for label, pair in (
@@ -576,6 +628,7 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=15)
     parser.add_argument("--warmup", type=float, default=5)
     parser.add_argument("--connections", type=int, default=64)
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds per scenario")
     parser.add_argument("--only", default="S1,S3,S4", help="S1 (with S2), S3, S4 (with S5)")
     parser.add_argument("--out", type=Path, default=BENCH)
     args = parser.parse_args()
@@ -584,17 +637,14 @@ def main() -> int:
     subprocess.run(
         [sys.executable, str(BENCH / "build_bench_model.py"), "--out", str(models)], check=True
     )
-    b = Bench(args.seconds, args.warmup, args.connections, models)
+    b = Bench(args.seconds, args.warmup, args.connections, models, args.rounds)
     expected = expected_answers(models)
     for key in args.only.split(","):
         SCENARIOS[key.strip()](b, expected)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "RESULTS.md").write_text(report(b, ["python", "bench/run.py", *sys.argv[1:]]))
     (args.out / "results.json").write_text(
-        json.dumps(
-            [{k: v for k, v in asdict(r).items() if k != "extra"} for r in b.results], indent=2
-        )
-        + "\n"
+        json.dumps([asdict(r) for r in b.results], indent=2) + "\n"
     )
     print((args.out / "RESULTS.md").read_text())
     return 0

@@ -18,7 +18,7 @@ pytestmark = pytest.mark.stack
 def test_every_scenario_runs_and_reports(tmp_path: Path) -> None:
     run = subprocess.run(
         [sys.executable, str(ROOT / "bench/run.py"), "--seconds", "1", "--warmup", "0",
-         "--out", str(tmp_path)],
+         "--rounds", "1", "--out", str(tmp_path)],
         capture_output=True, text=True, timeout=600, check=False,
     )  # fmt: skip
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
@@ -29,5 +29,6 @@ def test_every_scenario_runs_and_reports(tmp_path: Path) -> None:
     for r in results:
         assert set(r) >= {"scenario", "server", "rps", "p50_ms", "p99_ms", "non_2xx"}
         assert r["rps"] > 0, r
+        assert len(r["rounds"]) == 1, r
     report = (tmp_path / "RESULTS.md").read_text()
     assert "## Targets" in report and "Machine:" in report and "Command:" in report
