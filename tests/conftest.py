@@ -18,6 +18,8 @@ from typing import Any
 import httpx
 import pytest
 
+from modelgate.ports import free_port
+
 ROOT = Path(__file__).resolve().parents[1]
 VENV_BIN = Path(sys.executable).parent
 
@@ -58,12 +60,6 @@ def add_version(repo: Path, name: str, like: str, version: str, data: bytes | No
         data if data is not None else (source / model_file).read_bytes()
     )
     return target
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def wait_until(
