@@ -103,7 +103,7 @@ def build_cache(settings: Settings, metrics: Metrics | None = None) -> Predictio
         breaker_s=settings.cache.breaker_seconds,
     )
     if metrics is not None:
-        cache.on_lookup = lambda result, rows: metrics.cache.labels(result).inc(rows)
+        cache.on_lookup = metrics.count_cache
     return cache
 
 
@@ -195,6 +195,7 @@ def create_app(settings: Settings | None = None) -> ModelGateApp:
             await service.close()
             executor.shutdown(wait=True)
             access_log.flush()
+            metrics.flush()
 
     app = ModelGateApp(
         title="modelgate",

@@ -39,7 +39,8 @@ class Edge:
         self.app = app
         self.metrics = metrics
         self.access_log = access_log
-        self.requests_in_flight = 0  # in this worker; the batcher reads it
+        self.requests_in_flight = 0  # in this worker; the batcher and the gauge read it
+        metrics.in_flight_now = lambda: self.requests_in_flight
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -69,7 +70,6 @@ class Edge:
                 response_complete = True
             await send(message)
 
-        self.metrics.in_flight.inc()
         self.requests_in_flight += 1
         try:
             await self.app(scope, receive, send_with_id)
@@ -89,12 +89,12 @@ class Edge:
                 raise  # half an answer is out; the server can only drop the connection
             # else the framework answered (its server-error handler) and re-raised: logged.
         finally:
-            self.metrics.in_flight.dec()
             self.requests_in_flight -= 1
             elapsed = time.perf_counter() - started
             # The route template (bounded, groupable), once the router or lane matched one.
             route = getattr(scope.get("route"), "path", None)
             self.metrics.observe_http(route, scope["method"], status, elapsed)
+            self.metrics.request_done(self.requests_in_flight)
             if self.access_log.enabled:
                 self._access_line(scope, request_id, route, status, elapsed)
             request_id_var.reset(token)

@@ -29,6 +29,7 @@ RATE_WINDOW_S = 60.0
 
 @router.get("/metrics", include_in_schema=False)
 async def metrics(request: Request) -> Response:
+    request.app.state.metrics.flush()  # this worker's sums; the others flush on their own
     body, content_type = await asyncio.to_thread(exposition, request.app.state.metrics.registry)
     return Response(body, media_type=content_type)
 
@@ -37,6 +38,7 @@ async def metrics(request: Request) -> Response:
 async def stats(request: Request, settings: SettingsDep, lifecycle: LifecycleDep) -> Response:
     """Requests, rate, latency percentiles, error rate and cache hit ratio of this replica
     since it started (the rate over the last minute of /stats calls)."""
+    request.app.state.metrics.flush()
     families = await asyncio.to_thread(collect, request.app.state.metrics.registry)
     total = sample_sum(families, HTTP_REQUESTS)
     server_errors = sample_sum(families, HTTP_REQUESTS, status="5xx")
