@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
@@ -159,3 +160,72 @@ def test_a_lone_request_does_not_wait_for_company_that_cannot_come() -> None:
     assert asyncio.run(one_request(in_flight=1)) < 0.2
     # Another request is in the worker (reading its body, say): wait for it, up to the delay.
     assert asyncio.run(one_request(in_flight=2)) >= 0.3
+
+
+def run_batches(model_seconds: float, inline_below_s: float, calls: int) -> list[bool]:
+    """For each of ``calls`` one-request batches: whether the model ran on the loop's
+    thread (inline) rather than the inference thread."""
+    on_loop_thread: list[bool] = []
+
+    async def scenario() -> None:
+        loop_thread = threading.get_ident()
+
+        def model(x: np.ndarray) -> np.ndarray:
+            on_loop_thread.append(threading.get_ident() == loop_thread)
+            deadline = time.perf_counter() + model_seconds
+            while time.perf_counter() < deadline:
+                pass
+            return x[:, 0]
+
+        with ThreadPoolExecutor(1) as ex:
+            b = Batcher(
+                model, ex, max_rows=8, max_delay_s=0.0, max_queue_rows=100,
+                inline_below_s=inline_below_s,
+            )  # fmt: skip
+            for i in range(calls):
+                out, _ = await b.submit(np.full((1, 1), i, np.float32))
+                assert out.tolist() == [i]
+            await b.close()
+
+    asyncio.run(scenario())
+    return on_loop_thread
+
+
+def test_quick_calls_run_on_the_loop_once_measured() -> None:
+    # The first call is measured in the thread; quick ones then stay on the loop.
+    assert run_batches(0.0, inline_below_s=0.05, calls=4) == [False, True, True, True]
+
+
+def test_slow_calls_stay_in_the_inference_thread() -> None:
+    assert run_batches(0.003, inline_below_s=0.001, calls=3) == [False, False, False]
+
+
+def test_inline_calls_off_when_the_threshold_is_zero() -> None:
+    assert run_batches(0.0, inline_below_s=0.0, calls=3) == [False, False, False]
+
+
+def test_a_call_slower_than_expected_sends_the_next_back_to_the_thread() -> None:
+    durations = iter([0.0, 0.0, 0.004] + [0.0] * 9)
+    on_loop_thread: list[bool] = []
+
+    async def scenario() -> None:
+        loop_thread = threading.get_ident()
+
+        def model(x: np.ndarray) -> np.ndarray:
+            on_loop_thread.append(threading.get_ident() == loop_thread)
+            deadline = time.perf_counter() + next(durations)
+            while time.perf_counter() < deadline:
+                pass
+            return x[:, 0]
+
+        with ThreadPoolExecutor(1) as ex:
+            b = Batcher(model, ex, 8, 0.0, 100, inline_below_s=0.002)
+            for _ in range(12):
+                await b.submit(np.zeros((1, 1), np.float32))
+            await b.close()
+
+    asyncio.run(scenario())
+    # thread (first), loop, loop (slow: 4 ms); then the thread until quick calls there
+    # bring the average back under the threshold, and the loop again.
+    assert on_loop_thread[:4] == [False, True, True, False]
+    assert on_loop_thread[-1] is True

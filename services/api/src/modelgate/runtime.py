@@ -203,7 +203,8 @@ class LoadedModel:
     def run(self, batch: np.ndarray) -> np.ndarray:
         """Run one (n, features) float32 batch; returns (n,) or (n, classes) float32.
 
-        Called from the inference thread, never from the event loop.
+        Called from the inference thread, or on the event loop for calls measured to
+        be quicker than the hand-off to that thread (batching.py).
         """
         with torch.inference_mode():
             out = self.module(torch.from_numpy(batch))

@@ -128,6 +128,7 @@ class PredictionService:
                 else functools.partial(self.metrics.observe_batch, model.name, model.version)
             ),
             in_flight=self.in_flight,
+            inline_below_s=self.batching.inline_below_ms / 1000.0,
         )
 
     def _prune(self) -> None:
