@@ -33,10 +33,11 @@ class AccessLog:
         self._lines: list[bytes] = []
         self._size = 0
         self._flush_scheduled = False
+        self._logger = logging.getLogger(LOGGER)  # the same object for the process's life
 
     @property
     def enabled(self) -> bool:
-        logger = logging.getLogger(LOGGER)
+        logger = self._logger
         return not logger.disabled and logger.isEnabledFor(logging.INFO)
 
     def write(self, fields: dict[str, Any]) -> None:

@@ -49,7 +49,7 @@ def matches_any(key: str, digests: list[str]) -> bool:
 
 
 async def require_client(request: Request) -> None:
-    settings: Settings = request.state.settings
+    settings: Settings = request.scope["state"]["settings"]  # on every prediction: no State
     digests = settings.auth.api_key_sha256
     if not digests:
         return

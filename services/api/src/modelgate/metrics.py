@@ -52,7 +52,6 @@ LATENCY_BUCKETS = (
 )  # fmt: skip
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
 FLUSH_INTERVAL_S = 0.1
-_STATUS_CLASSES = {n: f"{n}xx" for n in range(1, 6)}
 
 
 def multiprocess_dir() -> str | None:
@@ -145,6 +144,8 @@ class Metrics:
         # labels() takes a lock and hashes the tuple; per-request children are cached here.
         self._children: dict[tuple[Any, tuple[str, ...]], Any] = {}
         self._tally = _Tally()
+        # (route, method, status) → its counter and histogram children, once looked up.
+        self._http_series: dict[tuple[str | None, str, int], tuple[Any, Any]] = {}
         self._flushed_at = time.monotonic()
         # Requests in flight in this worker, for the gauge (the edge middleware counts them).
         self.in_flight_now: Callable[[], int] = lambda: 0
@@ -186,16 +187,19 @@ class Metrics:
         """One request: ``route`` is the matched route template, ``None`` for unknown paths
         (labelled ``none``, so labels stay bounded). Scrapes of /metrics are left out: they
         would drown the API's own numbers."""
-        handler = route or "none"
-        if handler == "/metrics":
-            return
-        status_class = _STATUS_CLASSES.get(status // 100) or f"{status // 100}xx"
-        self._tally.inc(self._child(self.http_requests, handler, method, status_class))
-        self._tally.observe(
-            self._child(self.http_duration, handler, method, status_class),
-            LATENCY_BUCKETS,
-            seconds,
-        )
+        key = (route, method, status)
+        series = self._http_series.get(key)
+        if series is None:
+            handler = route or "none"
+            if handler == "/metrics":
+                return
+            labels = (handler, method, f"{status // 100}xx")
+            series = self._http_series[key] = (
+                self._child(self.http_requests, *labels),
+                self._child(self.http_duration, *labels),
+            )
+        self._tally.inc(series[0])
+        self._tally.observe(series[1], LATENCY_BUCKETS, seconds)
 
     def request_done(self, in_flight: int) -> None:
         """Called as each request ends: write the sums out when the worker goes idle, or

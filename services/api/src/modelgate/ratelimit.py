@@ -217,7 +217,7 @@ def quota(scope: str) -> Callable[[Endpoint], Endpoint]:
         async def checked(*args: Any, **kwargs: Any) -> Response:
             request: Request = kwargs["request"]
             await require_client(request)
-            quotas: Quotas = request.state.quotas
+            quotas: Quotas = request.scope["state"]["quotas"]
             if not quotas.enabled:
                 return await endpoint(*args, **kwargs)
             verdict = await quotas.check(client_identity(request), scope)

@@ -16,6 +16,7 @@ import itertools
 import json
 import math
 import operator
+import sys
 from typing import Any
 
 import msgspec
@@ -158,6 +159,18 @@ class InputValidator:
         self._int_cols = [i for i, s in enumerate(self.specs) if s.dtype is DType.INT]
         self._bool_cols = [i for i, s in enumerate(self.specs) if s.dtype is DType.BOOL]
         self._typed = _TypedBodies(self.specs)
+        # For ``_row_valid``: (lowest, highest, integer?, boolean?) per feature. An unbounded
+        # side is the largest float, so one chained comparison also turns away NaN and ±Inf.
+        big = sys.float_info.max
+        self._row_checks = [
+            (
+                -big if s.min is None else s.min,
+                big if s.max is None else s.max,
+                s.dtype is DType.INT,
+                s.dtype is DType.BOOL,
+            )
+            for s in self.specs
+        ]
 
     def single_body(self, body: bytes) -> np.ndarray:
         """A single-prediction request body → a (1, n_features) float32 array."""
@@ -288,18 +301,11 @@ class InputValidator:
 
     def _row_valid(self, row: tuple[Any, ...]) -> bool:
         """``_all_valid`` for one decoded row of a few features, in plain Python."""
-        for value, spec in zip(row, self.specs, strict=True):
-            if spec.dtype is DType.BOOL:
+        for value, (lo, hi, integer, boolean) in zip(row, self._row_checks, strict=True):
+            if boolean:
                 if value not in (0, 1):
                     return False
-                continue
-            if not math.isfinite(value):
-                return False
-            if spec.min is not None and value < spec.min:
-                return False
-            if spec.max is not None and value > spec.max:
-                return False
-            if spec.dtype is DType.INT and not value.is_integer():
+            elif not lo <= value <= hi or (integer and not value.is_integer()):
                 return False
         return True
 

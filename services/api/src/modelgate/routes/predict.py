@@ -3,7 +3,9 @@
 Routes stay thin: read the body, pick the model version, validate, call the service,
 shape the answer. Request bodies are parsed by modelgate (not FastAPI) so that malformed
 JSON is a 400 and every bad field is a 422 naming it; the OpenAPI request schemas and
-examples are added in ``openapi.py`` from the manifests.
+examples are added in ``openapi.py`` from the manifests. The request state (the
+lifespan's objects, and the facts for the access line) is used as the plain dict under
+``request.state``: each ``request.state.x`` costs a property and a ``__getattr__``.
 """
 
 from __future__ import annotations
@@ -35,23 +37,24 @@ def _headers(result: BatchResult) -> dict[str, str]:
     }
 
 
-def _note(request: Request, result: BatchResult) -> None:
+def _note(state: dict[str, Any], result: BatchResult) -> None:
     """Facts for the access-log line."""
-    request.state.model = result.model.name
-    request.state.version = result.model.version
-    request.state.cache = "hit" if all(result.cached) else "miss"
-    request.state.batch_rows = result.batch_rows
+    state["model"] = result.model.name
+    state["version"] = result.model.version
+    state["cache"] = "hit" if all(result.cached) else "miss"
+    state["batch_rows"] = result.batch_rows
 
 
 async def predict_single(request: Request, name: str | None, version: str | None) -> Response:
     started = time.perf_counter()
-    service: PredictionService = request.state.service
-    settings: Settings = request.state.settings
+    state = request.scope["state"]
+    service: PredictionService = state["service"]
+    settings: Settings = state["settings"]
     model = service.repository.get(name, version)
     raw = await read_body(request, settings.max_body_bytes)
     rows = service.validator(model).single_body(raw)
     result = await service.run(model, rows)
-    _note(request, result)
+    _note(state, result)
     body: dict[str, Any] = {
         **result.outputs[0],
         "model_name": model.name,
@@ -66,13 +69,14 @@ async def predict_single(request: Request, name: str | None, version: str | None
 
 async def predict_batch(request: Request, name: str | None, version: str | None) -> Response:
     started = time.perf_counter()
-    service: PredictionService = request.state.service
-    settings: Settings = request.state.settings
+    state = request.scope["state"]
+    service: PredictionService = state["service"]
+    settings: Settings = state["settings"]
     model = service.repository.get(name, version)
     raw = await read_body(request, settings.max_body_bytes)
     rows = service.validator(model).batch_body(raw, settings.max_batch_instances)
     result = await service.run(model, rows)
-    _note(request, result)
+    _note(state, result)
     predictions = [
         {**out, "cached": hit} for out, hit in zip(result.outputs, result.cached, strict=True)
     ]
