@@ -51,8 +51,8 @@ def test_every_request_is_logged_once_by_all_workers_into_one_file(
 
     day = datetime.now(UTC).strftime("%Y-%m-%d")
     path = log_dir / f"api-7-{day}.jsonl"
-    assert sorted(os.listdir(log_dir)) == [path.name]  # one file per replica per day
     wait_until(lambda: len(read_log(path)) >= len(ids), 10, "log records written")
+    assert sorted(os.listdir(log_dir)) == [path.name]  # one file per replica per day
     records = read_log(path)
     assert sorted(r["request_id"] for r in records) == sorted(ids)  # each once, no 422
 

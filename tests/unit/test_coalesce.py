@@ -86,3 +86,23 @@ def test_next_turn_hands_a_turns_items_on_together() -> None:
     outside: list[list[int]] = []
     NextTurn(outside.append).add(7)  # no running loop: at once
     assert outside == [[7]]
+
+
+def test_next_turn_with_a_delay_gathers_several_turns_or_max_items() -> None:
+    delivered: list[list[int]] = []
+
+    async def run() -> None:
+        gathered = NextTurn(delivered.append, after_s=0.05, max_items=4)
+        for i in range(3):  # three turns, well within the delay: one delivery
+            gathered.add(i)
+            await asyncio.sleep(0)
+        assert delivered == []
+        await asyncio.sleep(0.1)
+        assert delivered == [[0, 1, 2]]
+        for i in range(10, 15):  # one turn, past max_items: the first four at once
+            gathered.add(i)
+        assert delivered == [[0, 1, 2], [10, 11, 12, 13]]
+        await asyncio.sleep(0.1)
+
+    asyncio.run(run())
+    assert delivered == [[0, 1, 2], [10, 11, 12, 13], [14]]

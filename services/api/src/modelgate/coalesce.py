@@ -21,10 +21,21 @@ R = TypeVar("R")
 
 class NextTurn(Generic[T]):
     """Items added in one event-loop turn are handed to ``deliver`` together, at the start
-    of the next turn (at once when no loop runs). ``flush`` hands them on now."""
+    of the next turn (at once when no loop runs). ``flush`` hands them on now.
 
-    def __init__(self, deliver: Callable[[list[T]], None]) -> None:
+    With ``after_s``, items are gathered that long from the first instead (or until
+    ``max_items`` wait): for deliveries that wake a thread, where one wake-up per turn
+    under load is itself a cost."""
+
+    def __init__(
+        self,
+        deliver: Callable[[list[T]], None],
+        after_s: float = 0.0,
+        max_items: int | None = None,
+    ) -> None:
         self._deliver = deliver
+        self._after_s = after_s
+        self._max_items = max_items
         self._items: list[T] = []
 
     def __len__(self) -> int:
@@ -32,11 +43,18 @@ class NextTurn(Generic[T]):
 
     def add(self, item: T) -> None:
         self._items.append(item)
-        if len(self._items) == 1:  # the first of this turn hands them all on, next turn
+        if len(self._items) == 1:  # the first one schedules the hand-over of them all
             try:
-                asyncio.get_running_loop().call_soon(self.flush)
+                loop = asyncio.get_running_loop()
             except RuntimeError:  # no running loop (a direct call): now
                 self.flush()
+                return
+            if self._after_s > 0:
+                loop.call_later(self._after_s, self.flush)
+            else:
+                loop.call_soon(self.flush)
+        elif self._max_items is not None and len(self._items) >= self._max_items:
+            self.flush()  # the scheduled call then finds nothing, or the next ones
 
     def flush(self) -> None:
         items, self._items = self._items, []

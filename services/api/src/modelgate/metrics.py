@@ -86,7 +86,7 @@ class Metrics:
         mv = ["model", "version"]
         self.inference = Histogram(
             "modelgate_inference_duration_seconds",
-            "Time of one tensor call (a batch), with the hand-off when it ran in the inference thread.",
+            "Time of one tensor call (a batch), and of its hand-off to the inference thread.",
             mv, buckets=LATENCY_BUCKETS, registry=registry,
         )  # fmt: skip
         self.queue_wait = Histogram(
