@@ -58,3 +58,19 @@ def test_headers_carry_retry_after_only_when_refused() -> None:
     # Another client, and the other route class, count apart.
     assert asyncio.run(quotas.check("key:def", BATCH_SCOPE)).allowed
     assert asyncio.run(quotas.check("key:abc", PREDICT_SCOPE)).allowed
+
+
+def test_raw_headers_of_an_allowed_answer_match_its_headers() -> None:
+    quotas = Quotas(RateLimitSettings(enabled=True, predict="3/minute"), redis_url="")
+    verdict = asyncio.run(quotas.check("ip:1", PREDICT_SCOPE))
+    raw = {name.decode(): value.decode() for name, value in verdict.raw_headers()}
+    named = {name.lower(): value for name, value in verdict.headers().items()}
+    assert (
+        raw
+        == named
+        == {
+            "x-ratelimit-limit": "3",
+            "x-ratelimit-remaining": "2",
+            "x-ratelimit-reset": named["x-ratelimit-reset"],
+        }
+    )

@@ -29,12 +29,19 @@ class AdminDisabled(ModelGateError):
 
 
 def presented_key(request: Request) -> str | None:
-    """The key from ``X-API-Key`` or ``Authorization: Bearer <key>``."""
-    key = request.headers.get("x-api-key")
-    if key:
-        return key
-    auth = request.headers.get("authorization", "")
-    scheme, _, token = auth.partition(" ")
+    """The key from ``X-API-Key`` or ``Authorization: Bearer <key>``.
+
+    Read from the ASGI header list (names arrive lower-cased): on every prediction,
+    Starlette's ``Headers`` would cost more than the lookup itself."""
+    auth = b""
+    name: bytes
+    value: bytes
+    for name, value in request.scope["headers"]:
+        if name == b"x-api-key" and value:
+            return value.decode("latin-1")
+        if name == b"authorization" and not auth:
+            auth = value
+    scheme, _, token = auth.decode("latin-1").partition(" ")
     if scheme.lower() == "bearer" and token.strip():
         return token.strip()
     return None

@@ -74,12 +74,19 @@ def client_identity(request: Request) -> str:
     """Whom a quota belongs to: the API key's digest, else the client address."""
     key = presented_key(request)
     if key is not None:
-        return "key:" + hashlib.sha256(key.encode()).hexdigest()[:24]
-    host = request.client.host if request.client else "unknown"
-    return "ip:" + host
+        return "key:" + _key_digest(key)
+    client = request.scope.get("client")
+    return "ip:" + (client[0] if client else "unknown")
 
 
-@dataclass(frozen=True)
+@functools.lru_cache(maxsize=4096)
+def _key_digest(key: str) -> str:
+    """A short digest of a key: what Redis sees instead of the key. Cached: a client's
+    every request presents the same key."""
+    return hashlib.sha256(key.encode()).hexdigest()[:24]
+
+
+@dataclass(frozen=True, slots=True)
 class Verdict:
     """The outcome of one check, for the tightest limit of the route class."""
 
@@ -97,6 +104,25 @@ class Verdict:
         if not self.allowed:
             headers["Retry-After"] = str(max(1, math.ceil(self.reset_in_s)))
         return headers
+
+    def raw_headers(self) -> list[tuple[bytes, bytes]]:
+        """``headers()`` of an allowed request as ASGI header pairs, to append to an
+        answer's own: on every prediction, so without Starlette's header mapping."""
+        reset = math.ceil(time.time() + self.reset_in_s)
+        return [
+            (b"x-ratelimit-limit", b"%d" % self.limit.amount),
+            (b"x-ratelimit-remaining", b"%d" % self.remaining),
+            (b"x-ratelimit-reset", b"%d" % reset),
+        ]
+
+
+@dataclass(frozen=True, slots=True)
+class _Limit:
+    """One limit of a route class, with the parts of its check that never change."""
+
+    item: RateLimitItem
+    suffix: str  # ends its counter's key
+    window_ms: int
 
 
 class MemoryWindows:
@@ -132,8 +158,8 @@ class Quotas:
     def __init__(self, settings: RateLimitSettings, redis_url: str, breaker_s: float = 5.0) -> None:
         self.enabled = settings.enabled
         self.limits = {
-            PREDICT_SCOPE: parse_many(settings.predict),
-            BATCH_SCOPE: parse_many(settings.batch),
+            PREDICT_SCOPE: _limits(settings.predict),
+            BATCH_SCOPE: _limits(settings.batch),
         }
         self.memory = MemoryWindows()
         self.breaker = CircuitBreaker(breaker_s)
@@ -146,21 +172,13 @@ class Quotas:
         self._hits: PerTurn[_Hit, list[tuple[int, int]]] = PerTurn(self._send)
 
     async def check(self, identity: str, scope: str, cost: int = 1) -> Verdict:
-        items = self.limits[scope]
-        keys = [
-            f"quota:{scope}:{identity}:{item.amount}/{item.multiples}/{item.GRANULARITY.name}"
-            for item in items
-        ]
-        windows_ms = [item.get_expiry() * 1000 for item in items]
-        counts = await self._hit(keys, windows_ms, cost)
+        limits = self.limits[scope]
+        keys = [f"quota:{scope}:{identity}:{limit.suffix}" for limit in limits]
+        counts = await self._hit(keys, [limit.window_ms for limit in limits], cost)
         verdict: Verdict | None = None
-        for item, (count, ttl_ms) in zip(items, counts, strict=True):
-            candidate = Verdict(
-                allowed=count <= item.amount,
-                limit=item,
-                remaining=max(0, item.amount - count),
-                reset_in_s=ttl_ms / 1000,
-            )
+        for limit, (count, ttl_ms) in zip(limits, counts, strict=True):
+            amount = limit.item.amount
+            candidate = Verdict(count <= amount, limit.item, max(0, amount - count), ttl_ms / 1000)
             # Report a refusing limit first, else the one closest to refusing.
             if verdict is None or (candidate.allowed, candidate.remaining) < (
                 verdict.allowed,
@@ -205,6 +223,17 @@ class Quotas:
             await self.client.close()
 
 
+def _limits(spec: str) -> list[_Limit]:
+    return [
+        _Limit(
+            item,
+            f"{item.amount}/{item.multiples}/{item.GRANULARITY.name}",
+            item.get_expiry() * 1000,
+        )
+        for item in parse_many(spec)
+    ]
+
+
 Endpoint = Callable[..., Awaitable[Response]]
 
 
@@ -229,7 +258,7 @@ def quota(scope: str) -> Callable[[Endpoint], Endpoint]:
                     verdict.headers(),
                 )
             response = await endpoint(*args, **kwargs)
-            response.headers.update(verdict.headers())
+            response.raw_headers.extend(verdict.raw_headers())
             return response
 
         # Marks a prediction route: the prediction lane (lane.py) serves these directly.
