@@ -77,10 +77,14 @@ def test_redis_dying_mid_run_costs_nothing_but_the_cache(
     stop_process(redis_server.proc)
     started = time.monotonic()
     for i in range(20):
-        r = httpx.post(f"{s.url}/predict", json={"features": {**CHURN, "num_returns": i}})
+        features = {**CHURN, "num_returns": 10 + i}  # none asked before
+        r = httpx.post(f"{s.url}/predict", json={"features": features})
         assert r.status_code == 200 and r.headers["x-cache"] == "MISS"
     # 20 predictions with Redis gone: one 50 ms timeout at most, then the breaker is open.
     assert time.monotonic() - started < 5
+    # What the worker answered last it still remembers (cache.local_entries).
+    again = httpx.post(f"{s.url}/predict", json={"features": CHURN})
+    assert again.status_code == 200 and again.headers["x-cache"] == "HIT"
 
 
 def test_api_keys_guard_predictions_but_not_health(demo_models: Path, replica_factory: Any) -> None:
@@ -123,3 +127,45 @@ def test_lookups_and_writes_of_one_turn_share_one_round_trip(redis_server: Redis
     assert found == [[{"prediction": i}, None] for i in range(20)]
     assert stats["cmdstat_mget"]["calls"] == 1
     assert stats["cmdstat_set"]["calls"] == 20
+
+
+def test_recent_answers_are_served_from_the_worker_and_the_rest_from_redis(
+    redis_server: RedisServer,
+) -> None:
+    near = RedisCache.from_url(redis_server.url, ttl_seconds=60, local_entries=2)
+    other = RedisCache.from_url(redis_server.url, ttl_seconds=60, local_entries=2)
+    answers = {f"pred:near:{k}": {"prediction": k} for k in "abc"}
+
+    async def run() -> dict[str, Any]:
+        for key in ("pred:near:a", "pred:near:b", "pred:near:c"):
+            await near.set_many({key: answers[key]})
+        await near.flush_writes()
+        with redis.Redis.from_url(redis_server.url) as client:
+            before = commandstats(redis_server.url).get("cmdstat_mget", {}).get("calls", 0)
+            # b and c are the two newest: answered without asking Redis.
+            local = await near.get_many(["pred:near:b", "pred:near:c"])
+            after_local = commandstats(redis_server.url).get("cmdstat_mget", {}).get("calls", 0)
+            # a was pushed out of the worker's memory: Redis answers, and it is kept again.
+            from_redis = await near.get_many(["pred:near:a"])
+            # Another worker has none of them in memory: all come from Redis.
+            elsewhere = await other.get_many(["pred:near:b", "pred:near:c"])
+            client.delete(*answers)
+            gone = await other.get_many(["pred:near:a"])  # not in its memory, not in Redis
+        await near.close()
+        await other.close()
+        return {
+            "local": local,
+            "mgets_for_local": after_local - before,
+            "from_redis": from_redis,
+            "elsewhere": elsewhere,
+            "gone": gone,
+        }
+
+    out = asyncio.run(run())
+    assert out["local"] == [answers["pred:near:b"], answers["pred:near:c"]]
+    assert out["mgets_for_local"] == 0
+    assert out["from_redis"] == [answers["pred:near:a"]]
+    assert out["elsewhere"] == [answers["pred:near:b"], answers["pred:near:c"]]
+    assert out["gone"] == [None]
+    assert near.stats.local_hits == 2 and near.stats.hits == 3
+    assert other.stats.local_hits == 0 and other.stats.misses == 1

@@ -101,6 +101,7 @@ def build_cache(settings: Settings, metrics: Metrics | None = None) -> Predictio
         ttl_seconds=settings.cache.ttl_seconds,
         timeout_s=settings.cache.timeout_ms / 1000,
         breaker_s=settings.cache.breaker_seconds,
+        local_entries=settings.cache.local_entries,
     )
     if metrics is not None:
         cache.on_lookup = metrics.count_cache

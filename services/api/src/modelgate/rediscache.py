@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -63,6 +64,7 @@ class CacheStats:
     misses: int = 0
     errors: int = 0
     skipped: int = 0  # lookups not tried because the breaker was open
+    local_hits: int = 0  # of ``hits``: answered from this worker's memory (``local_entries``)
 
 
 @dataclass
@@ -75,6 +77,9 @@ class RedisCache:
     max_pending_writes: int = 256
     # Called with ("hit" | "miss" | "error", rows) for metrics.
     on_lookup: Callable[[str, int], None] | None = None
+    # The answers this worker used last, kept in its memory too (0: none).
+    local_entries: int = 0
+    _local: OrderedDict[str, dict[str, Any]] = field(default_factory=OrderedDict, init=False)
     _pending: set[asyncio.Task[None]] = field(default_factory=set)
     enabled: bool = field(default=True, init=False)
     _lookups: PerTurn[list[str], list[Any]] = field(init=False)
@@ -94,9 +99,19 @@ class RedisCache:
 
     @classmethod
     def from_url(
-        cls, url: str, ttl_seconds: int, timeout_s: float = 0.05, breaker_s: float = 5.0
+        cls,
+        url: str,
+        ttl_seconds: int,
+        timeout_s: float = 0.05,
+        breaker_s: float = 5.0,
+        local_entries: int = 0,
     ) -> RedisCache:
-        return cls(fast_fail_client(url, timeout_s), ttl_seconds, CircuitBreaker(breaker_s))
+        return cls(
+            fast_fail_client(url, timeout_s),
+            ttl_seconds,
+            CircuitBreaker(breaker_s),
+            local_entries=local_entries,
+        )
 
     def _failed(self, op: str, exc: Exception) -> None:
         self.stats.errors += 1
@@ -107,6 +122,41 @@ class RedisCache:
             )
 
     async def get_many(self, keys: list[str]) -> list[dict[str, Any] | None]:
+        """The answers cached for ``keys`` (None: not cached): from this worker's memory
+        where it has them, the rest from Redis (and then remembered)."""
+        if not self.local_entries:
+            return await self._fetch(keys)
+        out = [self._recall(key) for key in keys]
+        rest = [i for i, value in enumerate(out) if value is None]
+        if len(rest) < len(keys):
+            found = len(keys) - len(rest)
+            self.stats.hits += found
+            self.stats.local_hits += found
+            self._count("hit", found)
+        if rest:
+            fetched = await self._fetch([keys[i] for i in rest])
+            for i, value in zip(rest, fetched, strict=True):
+                if value is not None:
+                    out[i] = value
+                    self._remember(keys[i], value)
+        return out
+
+    def _recall(self, key: str) -> dict[str, Any] | None:
+        value = self._local.get(key)
+        if value is not None:
+            self._local.move_to_end(key)
+        return value
+
+    def _remember(self, key: str, value: dict[str, Any]) -> None:
+        """Keep the newest ``local_entries`` answers. Never stale: a key names the model
+        file's sha256 and the input, and the answer is a function of both. Values are
+        shared by every request that reads them, so they are never modified."""
+        self._local[key] = value
+        self._local.move_to_end(key)
+        if len(self._local) > self.local_entries:
+            self._local.popitem(last=False)
+
+    async def _fetch(self, keys: list[str]) -> list[dict[str, Any] | None]:
         if not self.breaker.allow():
             self.stats.skipped += len(keys)
             self._count("error", len(keys))
@@ -136,6 +186,9 @@ class RedisCache:
             self.on_lookup(result, rows)
 
     async def set_many(self, items: dict[str, dict[str, Any]]) -> None:
+        if self.local_entries:
+            for key, value in items.items():
+                self._remember(key, value)
         if not items or not self.breaker.allow() or len(self._pending) >= self.max_pending_writes:
             return
         self._writes.add(items)

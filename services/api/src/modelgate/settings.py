@@ -43,6 +43,9 @@ class CacheSettings(BaseModel):
     timeout_ms: float = Field(50, gt=0)
     # After a Redis failure, skip it this long: a dead Redis then costs nothing per request.
     breaker_seconds: float = Field(5, ge=0)
+    # The answers a worker used last, also kept in its memory: a repeated input skips the
+    # Redis round trip. Never stale (a key names the model file's sha256); 0 turns it off.
+    local_entries: int = Field(4096, ge=0, le=1_000_000)
 
 
 class RateLimitSettings(BaseModel):
