@@ -116,3 +116,23 @@ def test_requests_in_flight_return_to_zero_whatever_the_outcome(
     monkeypatch.setattr(PredictionService, "run", explode)
     assert client.post("/predict", json={"features": FEATURES}).status_code == 500
     assert edge.requests_in_flight == 0
+
+
+def test_startup_freezes_what_loading_made_and_collects_the_young_generation_less_often(
+    demo_models: Path,
+) -> None:
+    import gc
+
+    from modelgate.app import YOUNG_GC_THRESHOLD
+
+    before = gc.get_threshold()
+    gc.set_threshold(700, *before[1:])
+    gc.unfreeze()  # an app built by an earlier test froze the heap already
+    try:
+        app = create_app(Settings(model_repository=demo_models))
+        with TestClient(app):
+            assert gc.get_threshold() == (YOUNG_GC_THRESHOLD, *before[1:])
+            assert gc.get_freeze_count() > 0  # torch, FastAPI, the models: out of the scans
+    finally:
+        gc.unfreeze()
+        gc.set_threshold(*before)
