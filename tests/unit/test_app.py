@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import signal
@@ -10,7 +11,7 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from modelgate.app import _drain_on_sigterm, create_app
+from modelgate.app import YOUNG_GC_THRESHOLD, _drain_on_sigterm, create_app
 from modelgate.deps import Lifecycle
 from modelgate.routes import models as models_routes
 from modelgate.service import PredictionService
@@ -121,10 +122,6 @@ def test_requests_in_flight_return_to_zero_whatever_the_outcome(
 def test_startup_freezes_what_loading_made_and_collects_the_young_generation_less_often(
     demo_models: Path,
 ) -> None:
-    import gc
-
-    from modelgate.app import YOUNG_GC_THRESHOLD
-
     before = gc.get_threshold()
     gc.set_threshold(700, *before[1:])
     gc.unfreeze()  # an app built by an earlier test froze the heap already

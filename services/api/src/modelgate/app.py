@@ -182,8 +182,8 @@ def create_app(settings: Settings | None = None) -> ModelGateApp:
         # What requests allocate is short-lived but, 64 requests in flight, always about
         # 2,000 objects live: at the default threshold (700 allocations) every young
         # collection walks them and promotes them, ~370 times a second and ~3% of a busy
-        # worker. At 5,000 collections are 7x rarer and each still well under a
-        # millisecond; measured S1 +8% req/s (bench/RESULTS.md).
+        # worker. At 5,000 collections are 7x rarer and each takes about 0.5-1 ms (20,000
+        # made them 4-6 ms, a p99 cost); S1 A/B +6-8% req/s (CHANGELOG).
         gc.set_threshold(YOUNG_GC_THRESHOLD, *gc.get_threshold()[1:])
         log.info(
             "worker ready" if repository.ready() else "worker started without every model",
