@@ -9,9 +9,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from modelgate.manifest import Manifest
 from modelgate.predlog import PredictionLog, Record
+from modelgate.settings import Settings
 from tests.unit.manifests import manifest_dict
 
 MANIFEST = Manifest.model_validate(manifest_dict())
@@ -53,3 +55,11 @@ def test_one_turn_is_one_hand_over_and_overflow_is_dropped(tmp_path: Path) -> No
     lines = [json.loads(line) for line in path.read_text().splitlines()]
     assert [x["request_id"] for x in lines] == ["r0", "r1", "r2", "r3", "r4"]
     assert lines[0]["inputs"] == [{"age": 30, "income": 1.5, "is_premium": True}]
+
+
+def test_an_empty_directory_setting_turns_the_log_off(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Not the working directory: compose users blank the variable to override a default."""
+    monkeypatch.setenv("MODELGATE_PREDICTION_LOG__DIR", "")
+    assert Settings().prediction_log.dir is None
+    monkeypatch.setenv("MODELGATE_PREDICTION_LOG__DIR", "/var/log/predictions")
+    assert Settings().prediction_log.dir == Path("/var/log/predictions")

@@ -72,6 +72,15 @@ class PredictionLogSettings(BaseModel):
     # Records waiting for the writer thread; past this they are dropped and counted.
     max_queue: int = Field(10_000, ge=1)
 
+    @field_validator("dir", mode="before")
+    @classmethod
+    def _empty_is_off(cls, value: object) -> object:
+        """``MODELGATE_PREDICTION_LOG__DIR=`` turns the log off (as compose users write
+        it to override a default), rather than meaning the working directory."""
+        if isinstance(value, str) and not value.strip():
+            return None
+        return value
+
 
 class AuthSettings(BaseModel):
     """API keys are configured as sha256 hex digests, never in clear text."""
