@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import json
-from datetime import UTC, datetime
+import re
+import time
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +22,7 @@ MANIFEST = Manifest.model_validate(manifest_dict())
 
 def record(i: int) -> Record:
     return Record(
-        ts=datetime.now(UTC),
+        ts=time.time(),
         request_id=f"r{i}",
         manifest=MANIFEST,
         rows=np.array([[30, 1.5, 1]], dtype=np.float32),
@@ -55,6 +56,10 @@ def test_one_turn_is_one_hand_over_and_overflow_is_dropped(tmp_path: Path) -> No
     lines = [json.loads(line) for line in path.read_text().splitlines()]
     assert [x["request_id"] for x in lines] == ["r0", "r1", "r2", "r3", "r4"]
     assert lines[0]["inputs"] == [{"age": 30, "income": 1.5, "is_premium": True}]
+    # Declared types, not the float32 the model saw: 30, not 30.0; true, not 1.0.
+    assert '"inputs":[{"age":30,"income":1.5,"is_premium":true}]' in path.read_text()
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", lines[0]["ts"])
+    assert path.name == f"api-test-{lines[0]['ts'][:10]}.jsonl"
 
 
 def test_an_empty_directory_setting_turns_the_log_off(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -14,7 +14,6 @@ import time
 from collections.abc import Callable
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
@@ -172,7 +171,7 @@ class PredictionService:
         if self.prediction_log is not None:
             self.prediction_log.append(
                 Record(
-                    ts=datetime.now(UTC),
+                    ts=time.time(),
                     request_id=request_id_var.get(),
                     manifest=model.manifest,
                     rows=rows,
