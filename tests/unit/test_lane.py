@@ -111,3 +111,18 @@ def test_lane_requests_are_counted_by_route_template(client: TestClient) -> None
         return registry.get_sample_value("http_requests_total", labels)
 
     assert count("2xx") == 1 and count("4xx") == 1
+
+
+def test_remembered_matches_are_the_patterns_answers_and_bounded(client: TestClient) -> None:
+    lane = client.app.edge.app  # type: ignore[attr-defined]
+    first = lane._match("/models/churn/versions/2/predict")
+    again = lane._match("/models/churn/versions/2/predict")
+    assert first is again  # remembered
+    assert first[0].route.path == "/models/{name}/versions/{version}/predict"
+    assert first[1] == {"name": "churn", "version": "2"}
+    assert lane._match("/models/churn/explain") is None
+    assert lane._match("/models/churn/explain") is None  # a remembered miss
+    for i in range(3000):  # paths are the client's choice: memory stays bounded
+        lane._match(f"/models/m{i}/predict")
+    assert len(lane._matched) <= 1024
+    assert lane._match("/models/m2999/predict")[1] == {"name": "m2999"}

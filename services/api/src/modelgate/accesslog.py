@@ -41,14 +41,17 @@ class AccessLog:
         return not logger.disabled and logger.isEnabledFor(logging.INFO)
 
     def write(self, fields: dict[str, Any]) -> None:
-        entry = {
-            "ts": iso_utc(),
-            "level": "info",
-            "logger": LOGGER,
-            "message": "request",
-            **fields,
-        }
-        line = orjson.dumps(entry, default=str) + b"\n"
+        """One line with these fields after the standard ones (``ts``, ``level``…)."""
+        self.write_entry({**self.start_entry(), **fields})
+
+    @staticmethod
+    def start_entry() -> dict[str, Any]:
+        """A line's standard fields, in the JSON formatter's order; the caller adds its
+        own and hands the dict to ``write_entry``."""
+        return {"ts": iso_utc(), "level": "info", "logger": LOGGER, "message": "request"}
+
+    def write_entry(self, entry: dict[str, Any]) -> None:
+        line = orjson.dumps(entry, default=str, option=orjson.OPT_APPEND_NEWLINE)
         self._lines.append(line)
         self._size += len(line)
         if self._size >= PIPE_BUF:

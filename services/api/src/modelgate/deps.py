@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Annotated, Any
@@ -91,13 +92,44 @@ async def read_body(request: Request, limit: int) -> bytes:
     return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
+class JSONAnswer(Response):
+    """An orjson-encoded JSON answer: a Starlette ``Response`` in everything the app and
+    its middleware use (``raw_headers``, ``headers``, ``background``, sending itself),
+    built without ``init_headers``' generic pass that lower-cases, encodes and searches
+    the headers again. Predictions are most of the traffic and their headers are known;
+    ``raw`` takes them already encoded. Neither ``headers`` nor ``raw`` may set
+    content-length or content-type."""
+
+    media_type = "application/json"
+
+    def __init__(
+        self,
+        body: bytes,
+        status_code: int = 200,
+        headers: Mapping[str, str] | None = None,
+        raw: list[tuple[bytes, bytes]] | None = None,
+    ) -> None:
+        self.status_code = status_code
+        self.background = None
+        self.body = body
+        out = raw if raw is not None else []
+        if headers:
+            out.extend(
+                (k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()
+            )
+        if not (status_code < 200 or status_code in (204, 304)):
+            out.append((b"content-length", b"%d" % len(body)))
+        out.append((b"content-type", b"application/json"))
+        self.raw_headers = out
+
+
 def json_response(
-    content: Any, status_code: int = 200, headers: dict[str, str] | None = None
-) -> Response:
+    content: Any,
+    status_code: int = 200,
+    headers: Mapping[str, str] | None = None,
+    raw: list[tuple[bytes, bytes]] | None = None,
+) -> JSONAnswer:
     """orjson-encoded response; one serialisation pass, no pydantic round trip."""
-    return Response(
-        orjson.dumps(content, option=orjson.OPT_SERIALIZE_NUMPY),
-        status_code=status_code,
-        media_type="application/json",
-        headers=headers,
+    return JSONAnswer(
+        orjson.dumps(content, option=orjson.OPT_SERIALIZE_NUMPY), status_code, headers, raw
     )

@@ -26,6 +26,9 @@ from fastapi.routing import APIRoute
 from starlette.requests import Request
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+_UNKNOWN = object()
+_MATCHES_KEPT = 1024
+
 
 @dataclass(frozen=True)
 class _LaneRoute:
@@ -52,13 +55,24 @@ class PredictionLane:
         self.app = app
         self.fastapi_app = fastapi_app
         self._routes = lane_routes(routers)
+        self._matched: dict[str, tuple[_LaneRoute, dict[str, str]] | None] = {}
 
     def _match(self, path: str) -> tuple[_LaneRoute, dict[str, str]] | None:
+        # Clients call a few paths over and over: remember the answers, a bounded number
+        # (paths are the client's choice), rather than trying every pattern each time.
+        known = self._matched.get(path, _UNKNOWN)
+        if known is not _UNKNOWN:
+            return known  # type: ignore[return-value]
+        found = None
         for lane_route in self._routes:
-            found = lane_route.pattern.match(path)
-            if found is not None:
-                return lane_route, found.groupdict()
-        return None
+            m = lane_route.pattern.match(path)
+            if m is not None:
+                found = lane_route, m.groupdict()
+                break
+        if len(self._matched) >= _MATCHES_KEPT:
+            self._matched.clear()
+        self._matched[path] = found
+        return found
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["method"] != "POST":
@@ -70,7 +84,7 @@ class PredictionLane:
             return
         lane_route, params = matched
         scope["route"] = lane_route.route
-        scope["path_params"] = params  # every path parameter is a plain str
+        scope["path_params"] = dict(params)  # every path parameter is a plain str
         request = Request(scope, receive)
         try:
             response = await lane_route.endpoint(request=request, **params)

@@ -28,6 +28,8 @@ errors_log = logging.getLogger("modelgate.errors")
 
 # A client's id is echoed and logged, so only a short, harmless charset is accepted.
 _VALID_REQUEST_ID = re.compile(rb"^[A-Za-z0-9._:\-]{1,128}$")
+# What prediction endpoints note in the request state for the access line (predict.py).
+_FROM_STATE = ("model", "version", "cache", "batch_rows")
 
 
 class Edge:
@@ -102,16 +104,15 @@ class Edge:
     def _access_line(
         self, scope: Scope, request_id: str, route: str | None, status: int, elapsed: float
     ) -> None:
-        fields: dict[str, Any] = {
-            "request_id": request_id,
-            "method": scope["method"],
-            "path": scope["path"],
-            "route": route,
-            "status": status,
-            "latency_ms": round(elapsed * 1000, 3),
-        }
+        entry = self.access_log.start_entry()
+        entry["request_id"] = request_id
+        entry["method"] = scope["method"]
+        entry["path"] = scope["path"]
+        entry["route"] = route
+        entry["status"] = status
+        entry["latency_ms"] = round(elapsed * 1000, 3)
         state: dict[str, Any] = scope.get("state", {})
-        for key in ("model", "version", "cache", "batch_rows"):
+        for key in _FROM_STATE:
             if key in state:
-                fields[key] = state[key]
-        self.access_log.write(fields)
+                entry[key] = state[key]
+        self.access_log.write_entry(entry)

@@ -27,14 +27,15 @@ SINGLE = "single"
 BATCH = "batch"
 
 
-def _headers(result: BatchResult) -> dict[str, str]:
-    return {
-        "X-Model-Name": result.model.name,
-        "X-Model-Version": result.model.version,
-        "X-Cache": "HIT" if all(result.cached) else "MISS",
+def _headers(result: BatchResult) -> list[tuple[bytes, bytes]]:
+    """``X-Model-Name``, ``X-Model-Version``, ``X-Cache``, ``X-Batch-Size``, encoded."""
+    return [
+        (b"x-model-name", result.model.name.encode()),
+        (b"x-model-version", result.model.version.encode()),
+        (b"x-cache", b"HIT" if all(result.cached) else b"MISS"),
         # Rows in the tensor call this request rode in: shows dynamic batching at work.
-        "X-Batch-Size": str(result.batch_rows),
-    }
+        (b"x-batch-size", b"%d" % result.batch_rows),
+    ]
 
 
 def _note(state: dict[str, Any], result: BatchResult) -> None:
@@ -64,7 +65,7 @@ async def predict_single(request: Request, name: str | None, version: str | None
         "latency_ms": elapsed_ms(started),
         "timestamp": iso_utc(),
     }
-    return json_response(body, headers=_headers(result))
+    return json_response(body, raw=_headers(result))
 
 
 async def predict_batch(request: Request, name: str | None, version: str | None) -> Response:
@@ -88,7 +89,7 @@ async def predict_batch(request: Request, name: str | None, version: str | None)
         "total_time_ms": elapsed_ms(started),
         "timestamp": iso_utc(),
     }
-    return json_response(body, headers=_headers(result))
+    return json_response(body, raw=_headers(result))
 
 
 def build_router() -> APIRouter:
