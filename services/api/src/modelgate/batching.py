@@ -38,17 +38,17 @@ from modelgate.errors import ModelNotReady, Overloaded
 log = logging.getLogger("modelgate.batching")
 
 
-@dataclass
+@dataclass(slots=True)
 class Pending:
     """One request's rows waiting for the model."""
 
     rows: np.ndarray
     future: asyncio.Future[tuple[np.ndarray, int]]
     enqueued_at: float
+    n: int = field(init=False)  # rows: read several times per batch, so kept
 
-    @property
-    def n(self) -> int:
-        return int(self.rows.shape[0])
+    def __post_init__(self) -> None:
+        self.n = int(self.rows.shape[0])
 
 
 def take_batch(

@@ -140,11 +140,39 @@ class PredictionService:
     async def run(self, model: LoadedModel, rows: np.ndarray) -> BatchResult:
         """Predict validated rows with one model version, through the cache."""
         started = time.perf_counter()
-        caching = self.cache.enabled  # else no keys to hash
-        keys = (
-            [cache_key(model.name, model.version, model.sha256, r) for r in rows] if caching else []
-        )
-        hits = await self.cache.get_many(keys) if caching else [None] * len(rows)
+        if self.cache.enabled:
+            outputs, cached, batch_rows = await self._through_cache(model, rows)
+        else:  # every row goes to the model: no keys to hash, nothing to merge
+            out, batch_rows = await self._lane(model).batcher.submit(rows)
+            outputs = format_outputs(model, out)
+            cached = [False] * len(outputs)
+        self.last_prediction_at = now = time.time()
+        if self.metrics is not None:
+            self.metrics.count_predictions(
+                model.name, model.version, len(rows), len(rows) - sum(cached)
+            )
+        result = BatchResult(model=model, outputs=outputs, cached=cached, batch_rows=batch_rows)
+        if self.prediction_log is not None:
+            self.prediction_log.append(
+                Record(
+                    ts=now,
+                    request_id=request_id_var.get(),
+                    manifest=model.manifest,
+                    rows=rows,
+                    outputs=outputs,
+                    cached=cached,
+                    latency_ms=elapsed_ms(started),
+                )
+            )
+        return result
+
+    async def _through_cache(
+        self, model: LoadedModel, rows: np.ndarray
+    ) -> tuple[list[dict[str, Any]], list[bool], int]:
+        """Outputs per row (cached ones from the cache, the rest from the model, then
+        stored), which rows were cached, and the rows of the model call (0: none)."""
+        keys = [cache_key(model.name, model.version, model.sha256, r) for r in rows]
+        hits = await self.cache.get_many(keys)
         missing = [i for i, hit in enumerate(hits) if hit is None]
         outputs: list[dict[str, Any] | None] = list(hits)
         batch_rows = 0
@@ -154,33 +182,10 @@ class PredictionService:
             answers = format_outputs(model, out)
             for i, answer in zip(missing, answers, strict=True):
                 outputs[i] = answer
-            if caching:
-                await self.cache.set_many(
-                    {keys[i]: a for i, a in zip(missing, answers, strict=True)}
-                )
-        self.last_prediction_at = time.time()
-        if self.metrics is not None:
-            self.metrics.count_predictions(model.name, model.version, len(rows), len(missing))
+            await self.cache.set_many({keys[i]: a for i, a in zip(missing, answers, strict=True)})
         missing_set = set(missing)
-        result = BatchResult(
-            model=model,
-            outputs=[o for o in outputs if o is not None],
-            cached=[i not in missing_set for i in range(len(rows))],
-            batch_rows=batch_rows,
-        )
-        if self.prediction_log is not None:
-            self.prediction_log.append(
-                Record(
-                    ts=time.time(),
-                    request_id=request_id_var.get(),
-                    manifest=model.manifest,
-                    rows=rows,
-                    outputs=result.outputs,
-                    cached=result.cached,
-                    latency_ms=elapsed_ms(started),
-                )
-            )
-        return result
+        cached = [i not in missing_set for i in range(len(rows))]
+        return [o for o in outputs if o is not None], cached, batch_rows
 
     @property
     def queued_rows(self) -> int:
