@@ -10,8 +10,9 @@ import tempfile
 
 bind = os.environ.get("MODELGATE_BIND", "0.0.0.0:8000")
 workers = int(os.environ.get("MODELGATE_WORKERS", "2"))
-# uvicorn's own `uvicorn.workers` module is deprecated in favour of this package.
-worker_class = "uvicorn_worker.UvicornWorker"
+# uvicorn-worker's UvicornWorker (uvicorn's own `uvicorn.workers` is deprecated), with
+# the uvicorn options a replica wants (modelgate/worker.py).
+worker_class = "modelgate.worker.ReplicaWorker"
 
 # gunicorn >= 24 opens a control socket at one fixed path per user; several replicas on
 # one host would fight over it, and nothing here uses it.

@@ -145,6 +145,8 @@ def test_predict_named_features_matches_torch(
     assert body["timestamp"].endswith("Z") and body["cached"] is False
     assert r.headers["x-request-id"] == "abc-123"
     assert r.headers["x-model-version"] == "2"
+    assert "server" not in r.headers  # the replica doesn't name its server (worker.py)
+    assert r.headers["content-length"] == str(len(r.content))
 
 
 def test_predict_positional_list_equals_named(client: httpx.Client) -> None:
