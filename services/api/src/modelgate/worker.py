@@ -10,10 +10,10 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
-from uvicorn_worker import UvicornWorker
+from uvicorn_worker import UvicornWorker  # type: ignore[import-untyped]  # no py.typed
 
 
-class ReplicaWorker(UvicornWorker):
+class ReplicaWorker(UvicornWorker):  # type: ignore[misc]  # untyped base
     CONFIG_KWARGS: ClassVar[dict[str, Any]] = {
         **UvicornWorker.CONFIG_KWARGS,
         "server_header": False,
