@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import re
+import select
 import socket
 from pathlib import Path
 from typing import Any
@@ -147,6 +150,26 @@ def test_predict_named_features_matches_torch(
     assert r.headers["x-model-version"] == "2"
     assert "server" not in r.headers  # the replica doesn't name its server (worker.py)
     assert r.headers["content-length"] == str(len(r.content))
+
+
+def test_an_answer_leaves_the_replica_in_one_write(replica: Server) -> None:
+    """Headers and body in one segment (wire.py): the first read after the socket turns
+    readable holds the whole answer. Sent as two writes, the first read of a keep-alive
+    connection often finds the headers alone."""
+    body = json.dumps({"features": CHURN}).encode()
+    request = (
+        b"POST /predict HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n"
+        b"Content-Length: %d\r\n\r\n%s" % (len(body), body)
+    )
+    with socket.create_connection(("127.0.0.1", replica.port), timeout=10) as conn:
+        for _ in range(30):
+            conn.sendall(request)
+            select.select([conn], [], [], 10)
+            first = conn.recv(65536)
+            head, _, rest = first.partition(b"\r\n\r\n")
+            length = int(re.search(rb"content-length: (\d+)", head, re.I).group(1))  # type: ignore[union-attr]
+            assert head.startswith(b"HTTP/1.1 200") and len(rest) == length, first
+            assert json.loads(rest)["model_name"] == "churn"
 
 
 def test_predict_positional_list_equals_named(client: httpx.Client) -> None:
