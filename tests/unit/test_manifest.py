@@ -19,6 +19,9 @@ def test_valid_manifest_parses_with_types_and_free_metadata() -> None:
     assert m.input_names == ["age", "income", "is_premium"]
     assert m.inputs[0].dtype is DType.INT and m.inputs[0].max == 100
     assert m.metadata["training"]["accuracy"] == 0.9
+    assert (m.int_columns, m.bool_columns) == ((0,), (2,))  # age; is_premium
+    assert m.model_dump()["inputs"][0]["name"] == "age"  # worked-out columns aren't fields
+    assert "int_columns" not in m.model_dump()
 
 
 def test_example_features_stay_within_bounds_and_types() -> None:

@@ -97,8 +97,9 @@ class JSONAnswer(Response):
     its middleware use (``raw_headers``, ``headers``, ``background``, sending itself),
     built without ``init_headers``' generic pass that lower-cases, encodes and searches
     the headers again. Predictions are most of the traffic and their headers are known;
-    ``raw`` takes them already encoded. Neither ``headers`` nor ``raw`` may set
-    content-length or content-type."""
+    ``raw`` takes them already encoded, and becomes the answer's header list (it is
+    not copied). Neither ``headers`` nor ``raw`` may set content-length or
+    content-type."""
 
     media_type = "application/json"
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 from enum import StrEnum
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -98,9 +99,21 @@ class Manifest(BaseModel):
             raise ValueError("a regression model has no classes")
         return self
 
-    @property
+    @cached_property
     def input_names(self) -> list[str]:
+        """In input order; worked out once (read per request and per log line): don't
+        modify it."""
         return [i.name for i in self.inputs]
+
+    @cached_property
+    def int_columns(self) -> tuple[int, ...]:
+        """Positions of the integer inputs (worked out once: read per request)."""
+        return tuple(i for i, spec in enumerate(self.inputs) if spec.dtype is DType.INT)
+
+    @cached_property
+    def bool_columns(self) -> tuple[int, ...]:
+        """Positions of the boolean inputs (worked out once: read per request)."""
+        return tuple(i for i, spec in enumerate(self.inputs) if spec.dtype is DType.BOOL)
 
     def example_features(self) -> dict[str, float | bool]:
         """One valid instance, for the docs: the manifest's examples, else a value in bounds."""

@@ -42,7 +42,7 @@ import numpy as np
 import orjson
 
 from modelgate.coalesce import NextTurn
-from modelgate.manifest import DType, Manifest
+from modelgate.manifest import Manifest
 from modelgate.timefmt import iso_utc
 
 log = logging.getLogger("modelgate.predlog")
@@ -64,26 +64,19 @@ class Record:
     latency_ms: float
 
 
-class InputNames:
-    """Rows (float32, manifest order) back to named values of their declared types.
-
-    Built once per manifest: the writer thread formats every answered request, and
-    looking each column's type up again per value was a third of its time."""
-
-    def __init__(self, manifest: Manifest) -> None:
-        self.names = tuple(spec.name for spec in manifest.inputs)
-        self.ints = tuple(i for i, s in enumerate(manifest.inputs) if s.dtype is DType.INT)
-        self.bools = tuple(i for i, s in enumerate(manifest.inputs) if s.dtype is DType.BOOL)
-
-    def __call__(self, rows: np.ndarray) -> list[dict[str, Any]]:
-        out = []
-        for row in rows.tolist():
-            for i in self.ints:
-                row[i] = int(row[i])
-            for i in self.bools:
-                row[i] = bool(row[i])
-            out.append(dict(zip(self.names, row, strict=True)))
-        return out
+def named_inputs(manifest: Manifest, rows: np.ndarray) -> list[dict[str, Any]]:
+    """Rows (float32, manifest order) back to named values of their declared types. The
+    writer thread formats every answered request: the names and the integer and boolean
+    columns come from the manifest (worked out once), not from each value's spec."""
+    names = manifest.input_names
+    out = []
+    for row in rows.tolist():
+        for i in manifest.int_columns:
+            row[i] = int(row[i])
+        for i in manifest.bool_columns:
+            row[i] = bool(row[i])
+        out.append(dict(zip(names, row, strict=True)))
+    return out
 
 
 class PredictionLog:
@@ -108,8 +101,6 @@ class PredictionLog:
         self._fd: int | None = None
         self._day = ""
         self._last_error_log = 0.0
-        # Only the writer thread reads or fills this.
-        self._input_names: dict[int, tuple[Manifest, InputNames]] = {}
         self._thread.start()
 
     def append(self, record: Record) -> None:
@@ -162,7 +153,7 @@ class PredictionLog:
                 "model": r.manifest.name,
                 "version": r.manifest.version,
                 "latency_ms": r.latency_ms,
-                "inputs": self._names(r.manifest)(r.rows),
+                "inputs": named_inputs(r.manifest, r.rows),
                 "outputs": r.outputs,
                 "cached": r.cached,
             },
@@ -182,15 +173,6 @@ class PredictionLog:
             self._reset()
             return
         self._count("written", len(records))
-
-    def _names(self, manifest: Manifest) -> InputNames:
-        # By identity: a reloaded version has a new manifest object (and maybe new inputs).
-        known = self._input_names.get(id(manifest))
-        if known is None or known[0] is not manifest:
-            if len(self._input_names) > 64:  # versions come and go: forget the old ones
-                self._input_names.clear()
-            known = self._input_names[id(manifest)] = (manifest, InputNames(manifest))
-        return known[1]
 
     def _file(self, ts: float) -> int:
         day = iso_utc(ts)[:10]

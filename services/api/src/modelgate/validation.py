@@ -156,8 +156,8 @@ class InputValidator:
         self._pick = operator.itemgetter(*self.names) if len(self.names) > 1 else None
         self._lo = np.array([-np.inf if s.min is None else s.min for s in self.specs])
         self._hi = np.array([np.inf if s.max is None else s.max for s in self.specs])
-        self._int_cols = [i for i, s in enumerate(self.specs) if s.dtype is DType.INT]
-        self._bool_cols = [i for i, s in enumerate(self.specs) if s.dtype is DType.BOOL]
+        self._int_cols = list(manifest.int_columns)
+        self._bool_cols = list(manifest.bool_columns)
         self._typed = _TypedBodies(self.specs)
         # For ``_row_valid``: (lowest, highest, integer?, boolean?) per feature. An unbounded
         # side is the largest float, so one chained comparison also turns away NaN and ±Inf.
