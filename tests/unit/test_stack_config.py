@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 import pytest
 
@@ -29,3 +30,21 @@ def test_an_explicit_worker_count_wins(monkeypatch: pytest.MonkeyPatch) -> None:
     assert StackConfig.from_env(argparse.Namespace()).workers == 2
     monkeypatch.setenv("MODELGATE_STACK_WORKERS", "3")
     assert StackConfig.from_env(argparse.Namespace()).workers == 3
+
+
+def test_the_gateway_flood_guard_follows_the_environment(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """A load test from one address raises the per-IP guard; nothing else changes it."""
+    monkeypatch.setenv("MODELGATE_STACK_DIR", str(tmp_path))
+    site = tmp_path / "nginx" / "gateway.conf"
+
+    stack.commands(StackConfig.from_env(argparse.Namespace()))
+    assert "rate=10000r/s;" in site.read_text()
+    assert "burst=20000 nodelay;" in site.read_text()
+
+    monkeypatch.setenv("MODELGATE_STACK_GATEWAY_REQ_PER_IP", "500000")
+    monkeypatch.setenv("MODELGATE_STACK_GATEWAY_REQ_BURST", "900000")
+    stack.commands(StackConfig.from_env(argparse.Namespace()))
+    assert "rate=500000r/s;" in site.read_text()
+    assert "burst=900000 nodelay;" in site.read_text()

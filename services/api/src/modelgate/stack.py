@@ -73,6 +73,10 @@ class StackConfig:
     nginx_exporter_port: int = 9113
     redis_exporter_port: int = 9121
     workers: int = 2
+    # The gateway's coarse per-IP flood guard (compose sets the same defaults). A load
+    # test from one address past ~10k req/s needs it raised, or nginx answers 429.
+    gateway_req_per_ip: int = 10000
+    gateway_req_burst: int = 20000
 
     @classmethod
     def from_env(cls, args: argparse.Namespace | None = None) -> StackConfig:
@@ -94,6 +98,8 @@ class StackConfig:
             nginx_exporter_port=_env_int("MODELGATE_STACK_NGINX_EXPORTER_PORT", 9113),
             redis_exporter_port=_env_int("MODELGATE_STACK_REDIS_EXPORTER_PORT", 9121),
             workers=_env_int("MODELGATE_STACK_WORKERS", workers_per_replica(ports)),
+            gateway_req_per_ip=_env_int("MODELGATE_STACK_GATEWAY_REQ_PER_IP", 10000),
+            gateway_req_burst=_env_int("MODELGATE_STACK_GATEWAY_REQ_BURST", 20000),
         )
 
     def url(self, port: int) -> str:
@@ -245,6 +251,8 @@ def commands(config: StackConfig) -> list[tuple[str, list[str], dict[str, str]]]
         status_listen=f"{h}:{config.gateway_status_port}",
         upstreams=[f"{h}:{p}" for p in config.replica_ports],
         access_log=str(logs / "gateway-access.log"),
+        req_per_ip=config.gateway_req_per_ip,
+        req_burst=config.gateway_req_burst,
     )
     nginx_conf = render_native_gateway(config.infra, config.dir / "nginx", values)
     gateway = [which("nginx"), "-c", str(nginx_conf), "-e", str(logs / "gateway-error.log")]
