@@ -119,3 +119,102 @@ def test_checks_of_one_event_loop_turn_share_one_round_trip(redis_server: RedisS
     # …and still exact: each check saw its own count.
     assert [v.allowed for v in verdicts].count(True) == 15
     assert sorted(v.remaining for v in verdicts if v.allowed) == list(range(15))
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def evalsha_calls(url: str) -> int:
+    stats = commandstats(url)
+    return int(
+        sum(v["calls"] for k, v in stats.items() if k in ("cmdstat_evalsha", "cmdstat_eval"))
+    )
+
+
+def test_busy_clients_spend_leases_and_never_exceed_the_limit(redis_server: RedisServer) -> None:
+    """Two workers share one client's quota. Busy, each leases blocks of units, so Redis
+    sees far fewer calls than checks; still the fleet admits exactly the limit, and every
+    unit of the window is reported once in X-RateLimit-Remaining."""
+    clock = Clock()
+    settings = RateLimitSettings(enabled=True, predict="3000/minute")
+    workers = [Quotas(settings, redis_server.url, clock=clock) for _ in range(2)]
+
+    async def run() -> tuple[list[Verdict], int]:
+        verdicts: list[Verdict] = []
+        bursts = 0
+        while True:
+            round_allowed = 0
+            for quotas in workers:
+                burst = await asyncio.gather(
+                    *(quotas.check("key:busy", PREDICT_SCOPE) for _ in range(10))
+                )
+                bursts += 1
+                verdicts += burst
+                round_allowed += sum(v.allowed for v in burst)
+            clock.now += 0.002  # ~10,000 checks per second
+            if not round_allowed:
+                break
+        for quotas in workers:
+            await quotas.close()
+        return verdicts, bursts
+
+    verdicts, bursts = asyncio.run(run())
+    allowed = [v for v in verdicts if v.allowed]
+    assert len(allowed) == 3000
+    assert sorted(v.remaining for v in allowed) == list(range(3000))
+    # Without leases every burst is one script call; with them, far fewer (near the end of
+    # the quota, leases shrink to single units again).
+    assert evalsha_calls(redis_server.url) < bursts / 2
+    import redis
+
+    with redis.Redis.from_url(redis_server.url) as r:
+        (key,) = r.keys("quota:predict:key:busy:*")
+        # Counted: the limit, plus the refused checks of the last round (fixed windows
+        # count refused hits, as the limits library does).
+        assert int(r.get(key) or 0) == len(verdicts)
+
+
+def test_a_slow_client_is_counted_one_check_at_a_time(redis_server: RedisServer) -> None:
+    clock = Clock()
+    quotas = Quotas(
+        RateLimitSettings(enabled=True, predict="600/minute"), redis_server.url, clock=clock
+    )
+
+    async def run() -> list[int]:
+        remaining = []
+        for _ in range(20):
+            remaining.append((await quotas.check("ip:10.0.0.9", PREDICT_SCOPE)).remaining)
+            clock.now += 0.5
+        await quotas.close()
+        return remaining
+
+    assert asyncio.run(run()) == list(range(599, 579, -1))
+    # One call per check, none held back (the first EVALSHA finds no script: one more).
+    assert evalsha_calls(redis_server.url) == 20 + 1
+
+
+def test_a_lease_ends_with_its_window(redis_server: RedisServer) -> None:
+    clock = Clock()
+    quotas = Quotas(
+        RateLimitSettings(enabled=True, predict="100000/second"), redis_server.url, clock=clock
+    )
+
+    async def run() -> tuple[int, int]:
+        for _ in range(30):  # busy: the last calls take a lease
+            await asyncio.gather(*(quotas.check("ip:10.0.0.5", PREDICT_SCOPE) for _ in range(4)))
+            clock.now += 0.005
+        before = evalsha_calls(redis_server.url)
+        await quotas.check("ip:10.0.0.5", PREDICT_SCOPE)  # spends the lease: no call
+        held = evalsha_calls(redis_server.url) - before
+        clock.now += 1.0  # the one-second window has ended: its units are gone
+        await quotas.check("ip:10.0.0.5", PREDICT_SCOPE)
+        after = evalsha_calls(redis_server.url) - before
+        await quotas.close()
+        return held, after
+
+    assert asyncio.run(run()) == (0, 1)

