@@ -3,11 +3,11 @@ prometheus_client's own ``inc`` and ``observe`` would have produced."""
 
 from __future__ import annotations
 
-from typing import Any
+import asyncio
 
 from prometheus_client import CollectorRegistry
 
-from modelgate.metrics import LATENCY_BUCKETS, Metrics
+from modelgate.metrics import IDLE_FLUSH_S, LATENCY_BUCKETS, Metrics
 
 ROUTE = "/models/{name}/predict"
 # Values on bucket bounds, between them, below the first and beyond the last.
@@ -53,27 +53,38 @@ def test_summed_updates_write_what_direct_updates_would() -> None:
     assert samples(summed.registry) == samples(direct.registry)
 
 
-def test_sums_are_written_when_the_worker_goes_idle_or_every_interval(monkeypatch: Any) -> None:
+def test_sums_are_written_soon_after_the_worker_goes_idle_or_every_interval() -> None:
     metrics = Metrics(CollectorRegistry())
     in_flight = 3
     metrics.in_flight_now = lambda: in_flight
     now = [1000.0]
-    monkeypatch.setattr("modelgate.metrics.time.monotonic", lambda: now[0])
+    metrics.clock = lambda: now[0]
     metrics.flush()
 
     def count() -> float:
         key = ("http_requests_total", (("handler", ROUTE), ("method", "POST"), ("status", "2xx")))
         return samples(metrics.registry).get(key, 0.0)
 
-    metrics.observe_http(ROUTE, "POST", 200, 0.001)
-    metrics.request_done(in_flight=2)  # busy, flushed just now: summed only
-    assert count() == 0
-    now[0] += 0.1
-    metrics.request_done(in_flight=2)  # busy, but the interval is up
-    assert count() == 1
-    assert samples(metrics.registry)[("modelgate_http_requests_in_flight", ())] == 3
-    metrics.observe_http(ROUTE, "POST", 200, 0.001)
-    in_flight = 0
-    metrics.request_done(in_flight=0)  # idle: at once
-    assert count() == 2
-    assert samples(metrics.registry)[("modelgate_http_requests_in_flight", ())] == 0
+    async def run() -> None:
+        nonlocal in_flight
+        metrics.observe_http(ROUTE, "POST", 200, 0.001)
+        metrics.request_done(in_flight=2)  # busy, flushed just now: summed only
+        assert count() == 0
+        now[0] += 0.1
+        metrics.request_done(in_flight=2)  # busy, but the interval is up
+        assert count() == 1
+        assert samples(metrics.registry)[("modelgate_http_requests_in_flight", ())] == 3
+
+        metrics.observe_http(ROUTE, "POST", 200, 0.001)
+        in_flight = 0
+        metrics.request_done(in_flight=0)  # idle: written IDLE_FLUSH_S later, not at once
+        metrics.observe_http(ROUTE, "POST", 200, 0.001)
+        metrics.request_done(in_flight=0)  # idle again before that: the same write
+        assert count() == 1
+        deadline = asyncio.get_running_loop().time() + 5
+        while count() != 3 and asyncio.get_running_loop().time() < deadline:
+            await asyncio.sleep(IDLE_FLUSH_S / 5)  # polling interval
+        assert count() == 3
+        assert samples(metrics.registry)[("modelgate_http_requests_in_flight", ())] == 0
+
+    asyncio.run(run())
