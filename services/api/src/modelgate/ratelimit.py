@@ -211,8 +211,9 @@ class _Account:
         return True
 
 
-# What Redis (or memory) answered to one check: units granted (0: refused) and each
-# window's (count, ttl_ms).
+# What Redis (or memory) answered to one check: the units leased to this worker beyond
+# the check's own cost (0 without a lease), and each window's (count, ttl_ms). Whether
+# the check itself fits is read from the counts (``_verdict``).
 _Grant = tuple[int, list[tuple[int, int]]]
 # One check as sent: keys, [(amount, window_ms)], cost, units wanted.
 _Hit = tuple[list[str], list[tuple[int, int]], int, int]
@@ -265,13 +266,12 @@ class Quotas:
             want += min(account.demand, LEASE_MAX)
             account.leasing = True
         try:
-            grant, counts = await self._hit(account.keys, limits, cost, want)
+            left, counts = await self._hit(account.keys, limits, cost, want)
         finally:
             if want > cost:
                 account.leasing = False
         ends = [now + ttl_ms / 1000 for _, ttl_ms in counts]
         totals = [count for count, _ in counts]
-        left = max(0, grant - cost)
         if left:  # the rest of a lease: this worker spends it on the client's next checks
             account.units, account.counts, account.ends = left, totals, ends
         return _verdict(limits, totals, left, ends, now)
@@ -297,7 +297,7 @@ class Quotas:
         if self.client is not None and self.breaker.allow():
             try:
                 amounts = [(limit.item.amount, limit.window_ms) for limit in limits]
-                grant = await self._hits.submit((keys, amounts, cost, want))
+                answer = await self._hits.submit((keys, amounts, cost, want))
             except REDIS_ERRORS as exc:
                 if self.breaker.failed():
                     log.warning(
@@ -306,10 +306,8 @@ class Quotas:
                     )
             else:
                 self.breaker.succeeded()
-                return grant
-        counts = self.memory.hit(keys, [limit.window_ms for limit in limits], cost)
-        fits = all(c <= limit.item.amount for (c, _), limit in zip(counts, limits, strict=True))
-        return (cost if fits else 0), counts
+                return answer
+        return 0, self.memory.hit(keys, [limit.window_ms for limit in limits], cost)
 
     async def _send(self, hits: list[_Hit]) -> list[_Grant]:
         keys = [key for hit_keys, _, _, _ in hits for key in hit_keys]
@@ -320,10 +318,10 @@ class Quotas:
         assert self.client is not None  # only called when there is one (``_hit``)
         flat = await self.client.script(_HIT, keys, args)
         out, at = [], 0
-        for hit_keys, _, _, _ in hits:
+        for hit_keys, _, cost, _ in hits:
             n = len(hit_keys)
             counts = [(int(flat[at + 1 + 2 * i]), int(flat[at + 2 + 2 * i])) for i in range(n)]
-            out.append((int(flat[at]), counts))
+            out.append((max(0, int(flat[at]) - cost), counts))  # granted 0 when refused
             at += 1 + 2 * n
         return out
 
