@@ -29,7 +29,8 @@ def test_lines_wait_for_the_flush_then_come_out_whole_and_in_order() -> None:
 
     async def serve() -> tuple[bytes, bytes]:
         for i in range(3):
-            log.write({"request_id": f"id-{i}", "status": 200, "path": "/predict"})
+            fields = {"request_id": f"id-{i}", "status": 200, "path": "/predict"}
+            log.write_entry({**log.start_entry(), **fields})
         before = read_all(r)
         await asyncio.sleep(0.05)  # past flush_after_s: the scheduled flush has run
         return before, read_all(r)
@@ -53,7 +54,8 @@ def test_each_write_is_at_most_pipe_buf_and_ends_on_a_line() -> None:
     writes: list[bytes] = []
     log._write = writes.append  # type: ignore[method-assign]
     for i in range(100):  # ~100 bytes each: flushed every time 4 KiB are waiting
-        log.write({"request_id": f"{i:032x}", "path": "/models/churn/predict"})
+        fields = {"request_id": f"{i:032x}", "path": "/models/churn/predict"}
+        log.write_entry({**log.start_entry(), **fields})
     log.flush()
     assert len(writes) >= 2
     assert all(len(chunk) <= PIPE_BUF and chunk.endswith(b"\n") for chunk in writes)

@@ -40,10 +40,6 @@ class AccessLog:
         logger = self._logger
         return not logger.disabled and logger.isEnabledFor(logging.INFO)
 
-    def write(self, fields: dict[str, Any]) -> None:
-        """One line with these fields after the standard ones (``ts``, ``level``…)."""
-        self.write_entry({**self.start_entry(), **fields})
-
     @staticmethod
     def start_entry() -> dict[str, Any]:
         """A line's standard fields, in the JSON formatter's order; the caller adds its
