@@ -15,6 +15,7 @@ from modelgate.ratelimit import PREDICT_SCOPE, Quotas, Verdict
 from modelgate.settings import RateLimitSettings
 from tests.conftest import RedisServer, commandstats, stop_process
 from tests.integration.test_api import CHURN
+from tests.unit.test_quotas import Clock
 
 pytestmark = pytest.mark.integration
 
@@ -28,6 +29,14 @@ def limit_env(
         "MODELGATE_RATE_LIMIT__PREDICT": predict,
         "MODELGATE_RATE_LIMIT__BATCH": batch,
     }
+
+
+def evalsha_calls(url: str) -> int:
+    """Script calls Redis has served (EVALSHA, and EVAL)."""
+    stats = commandstats(url)
+    return int(
+        sum(v["calls"] for k, v in stats.items() if k in ("cmdstat_evalsha", "cmdstat_eval"))
+    )
 
 
 def test_quota_is_exact_across_replicas_and_workers(
@@ -104,36 +113,20 @@ def test_redis_gone_falls_back_to_per_worker_limits(
 def test_checks_of_one_event_loop_turn_share_one_round_trip(redis_server: RedisServer) -> None:
     quotas = Quotas(RateLimitSettings(enabled=True, predict="15/minute"), redis_server.url)
 
-    async def burst() -> tuple[list[Verdict], dict[str, Any]]:
+    async def burst() -> tuple[list[Verdict], int]:
         verdicts = await asyncio.gather(
             *(quotas.check("ip:10.0.0.7", PREDICT_SCOPE) for _ in range(20))
         )
-        stats = commandstats(redis_server.url)
+        calls = evalsha_calls(redis_server.url)
         await quotas.close()
-        return verdicts, stats
+        return verdicts, calls
 
-    verdicts, stats = asyncio.run(burst())
+    verdicts, calls = asyncio.run(burst())
     # One script call for the twenty checks (plus SCRIPT LOAD after the first NOSCRIPT).
-    calls = sum(v["calls"] for k, v in stats.items() if k in ("cmdstat_evalsha", "cmdstat_eval"))
     assert calls <= 2
     # …and still exact: each check saw its own count.
     assert [v.allowed for v in verdicts].count(True) == 15
     assert sorted(v.remaining for v in verdicts if v.allowed) == list(range(15))
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-def evalsha_calls(url: str) -> int:
-    stats = commandstats(url)
-    return int(
-        sum(v["calls"] for k, v in stats.items() if k in ("cmdstat_evalsha", "cmdstat_eval"))
-    )
 
 
 def test_busy_clients_spend_leases_and_never_exceed_the_limit(redis_server: RedisServer) -> None:
