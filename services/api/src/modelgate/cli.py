@@ -5,6 +5,9 @@ building its own app with ``create_app()``. Options become ``MODELGATE_*`` envir
 variables, so the workers read them through ``Settings`` like any other deployment.
 
 ``modelgate stack up|down|status`` runs the whole native stack (see ``stack.py``).
+
+``modelgate import`` turns a trained checkpoint into a verified repository version
+(see ``importer.py``).
 """
 
 from __future__ import annotations
@@ -13,6 +16,8 @@ import argparse
 import os
 import sys
 from pathlib import Path
+
+from modelgate.manifest import Task
 
 
 def _gunicorn_config() -> Path:
@@ -61,12 +66,75 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--instance", default="", help="name shown in /health and /models")
     p.set_defaults(func=serve)
 
+    i = sub.add_parser(
+        "import", help="a trained checkpoint or TorchScript file → a verified repository version"
+    )
+    _import_arguments(i)
+    i.set_defaults(func=import_model)
+
     s = sub.add_parser("stack", help="the native stack: redis, 3 replicas, nginx, prometheus")
     s.add_argument("action", choices=["up", "down", "status"])
     s.add_argument("--detach", action="store_true", help="up: return once everything is ready")
     s.add_argument("--model-repository", default=None)
     s.set_defaults(func=stack)
     return parser
+
+
+def _import_arguments(p: argparse.ArgumentParser) -> None:
+    """``modelgate import`` flags; the work is in ``importer.py``."""
+    p.add_argument("name", help="model name in the repository, e.g. churn")
+    p.add_argument("--model-repository", type=Path, default=Path("models"))
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--checkpoint", type=Path, help="torch.save'd state_dict, or a dict with one")
+    src.add_argument("--torchscript", type=Path, help="a torch.jit.save'd file")
+    p.add_argument("--model-class", help="package.module:ClassName (with --checkpoint)")
+    p.add_argument(
+        "--python-path",
+        type=Path,
+        action="append",
+        default=[],
+        help="where --model-class's package is (repeatable)",
+    )
+    p.add_argument(
+        "--init-args", default="{}", help='constructor arguments, JSON: {"input_dim": 10}'
+    )
+    p.add_argument(
+        "--init-arg-from-checkpoint",
+        action="append",
+        default=[],
+        metavar="KEY",
+        help="a constructor argument stored in the checkpoint dict (repeatable)",
+    )
+    p.add_argument("--state-dict-key", help="where the weights are in the checkpoint dict")
+    p.add_argument("--spec", type=Path, help="YAML/JSON file with the manifest's facts")
+    p.add_argument("--task", choices=[t.value for t in Task])
+    p.add_argument(
+        "--input",
+        action="append",
+        default=[],
+        metavar="NAME[:DTYPE[:MIN:MAX]]",
+        help="one per input, in the model's column order",
+    )
+    p.add_argument("--classes", help="class names, comma separated, negative first")
+    p.add_argument(
+        "--output",
+        choices=["probabilities", "logits"],
+        help="what the module returns (default: probabilities)",
+    )
+    p.add_argument("--description")
+    p.add_argument("--metric", action="append", default=[], metavar="NAME=VALUE")
+    p.add_argument(
+        "--tolerance",
+        type=float,
+        default=1e-5,
+        help="largest allowed |served - eager| on the sample rows",
+    )
+
+
+def import_model(args: argparse.Namespace) -> int:
+    from modelgate import importer  # only this command needs torch in this process
+
+    return importer.command(args)
 
 
 def stack(args: argparse.Namespace) -> int:

@@ -15,7 +15,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 MANIFEST_FILE = "model.json"
-_NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,63}$")
+MODEL_NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,63}$")
 
 
 class Task(StrEnum):
@@ -85,8 +85,8 @@ class Manifest(BaseModel):
 
     @model_validator(mode="after")
     def _consistent(self) -> Manifest:
-        if not _NAME.match(self.name):
-            raise ValueError(f"model name {self.name!r} must match {_NAME.pattern}")
+        if not MODEL_NAME.match(self.name):
+            raise ValueError(f"model name {self.name!r} must match {MODEL_NAME.pattern}")
         names = [i.name for i in self.inputs]
         if len(set(names)) != len(names):
             raise ValueError("input names must be unique")
