@@ -6,6 +6,7 @@ and yields it as request state; nothing lives at module level.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import gc
 import logging
@@ -26,7 +27,8 @@ from modelgate.accesslog import AccessLog
 from modelgate.cache import NullCache, PredictionCache
 from modelgate.control import FleetControl
 from modelgate.deps import Lifecycle
-from modelgate.errors import install_error_handlers
+from modelgate.errors import ModelGateError, install_error_handlers
+from modelgate.follow import AliasFollower, initial_sync
 from modelgate.lane import PredictionLane
 from modelgate.logging import configure_logging
 from modelgate.metrics import Metrics
@@ -35,6 +37,7 @@ from modelgate.openapi import install_openapi
 from modelgate.predlog import PredictionLog
 from modelgate.ratelimit import Quotas
 from modelgate.rediscache import RedisCache
+from modelgate.registry import MlflowRegistry, ModelRef
 from modelgate.repository import ModelRepository
 from modelgate.routes import admin, health, models, observability, predict, v1, v2
 from modelgate.runtime import configure_torch
@@ -122,6 +125,15 @@ def build_prediction_log(settings: Settings, metrics: Metrics) -> PredictionLog 
     )
 
 
+def _registry_source(settings: Settings) -> tuple[list[ModelRef], MlflowRegistry | None]:
+    """The MLflow aliases this worker follows, and the registry client, if configured."""
+    if not settings.mlflow.tracking_uri:
+        return [], None
+    refs = [ModelRef.parse(f"models:/{item}") for item in settings.mlflow.follow]
+    registry = MlflowRegistry(settings.mlflow.tracking_uri, settings.mlflow.timeout_seconds)
+    return refs, registry
+
+
 def served_versions(repository: ModelRepository) -> list[tuple[str, str, str, bool]]:
     return [
         (name, version, model.sha256, version == entry.default_version)
@@ -147,7 +159,16 @@ def create_app(settings: Settings | None = None) -> ModelGateApp:
                 name, "success" if ok else "failure"
             ).inc(),
         )
+        follower_refs, mlflow = _registry_source(settings)
+        alias_versions = (
+            await asyncio.to_thread(initial_sync, mlflow, follower_refs, repository)
+            if mlflow is not None
+            else {}
+        )
         repository.load_all()
+        for name, version in alias_versions.items():  # the alias decides, not the highest
+            with contextlib.suppress(ModelGateError):
+                repository.make_default(name, version)
         metrics.served(served_versions(repository))
         # On app.state only for the OpenAPI examples and for tests; routes use request state.
         app.state.repository = repository
@@ -172,6 +193,13 @@ def create_app(settings: Settings | None = None) -> ModelGateApp:
             on_change=lambda: metrics.served(served_versions(repository)),
         )
         await control.start()
+        follower = (
+            AliasFollower(mlflow, follower_refs, repository, control, settings.mlflow.poll_seconds)
+            if mlflow is not None and follower_refs
+            else None
+        )
+        if follower is not None:
+            await follower.start()
         quotas = Quotas(settings.rate_limit, settings.redis_url, settings.cache.breaker_seconds)
         _drain_on_sigterm(lifecycle)
         # torch, FastAPI and the models leave about a million long-lived objects; a full
@@ -200,6 +228,8 @@ def create_app(settings: Settings | None = None) -> ModelGateApp:
             }
         finally:
             lifecycle.draining = True
+            if follower is not None:
+                await follower.stop()
             await control.stop()
             await quotas.close()
             await service.close()

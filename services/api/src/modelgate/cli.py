@@ -72,6 +72,12 @@ def build_parser() -> argparse.ArgumentParser:
     _import_arguments(i)
     i.set_defaults(func=import_model)
 
+    pl = sub.add_parser("pull", help="fetch a registry version into the repository, verified")
+    pl.add_argument("ref", help="models:/NAME@ALIAS or models:/NAME/VERSION")
+    pl.add_argument("--into", type=Path, default=Path("models"), help="the model repository")
+    pl.add_argument("--mlflow-tracking-uri", default=os.environ.get("MLFLOW_TRACKING_URI"))
+    pl.set_defaults(func=pull)
+
     s = sub.add_parser("stack", help="the native stack: redis, 3 replicas, nginx, prometheus")
     s.add_argument("action", choices=["up", "down", "status"])
     s.add_argument("--detach", action="store_true", help="up: return once everything is ready")
@@ -123,12 +129,34 @@ def _import_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--description")
     p.add_argument("--metric", action="append", default=[], metavar="NAME=VALUE")
+    p.add_argument("--mlflow-tracking-uri", default=os.environ.get("MLFLOW_TRACKING_URI"))
+    p.add_argument(
+        "--register", action="store_true", help="also register it in the MLflow registry"
+    )
     p.add_argument(
         "--tolerance",
         type=float,
         default=1e-5,
         help="largest allowed |served - eager| on the sample rows",
     )
+
+
+def pull(args: argparse.Namespace) -> int:
+    from modelgate import registry  # only this command needs torch in this process
+
+    if not args.mlflow_tracking_uri:
+        sys.stderr.write("modelgate pull: --mlflow-tracking-uri (or MLFLOW_TRACKING_URI)\n")
+        return 2
+    try:
+        client = registry.MlflowRegistry(args.mlflow_tracking_uri)
+        pulled = registry.pull(client, registry.ModelRef.parse(args.ref), args.into)
+    except registry.RegistryError as exc:
+        sys.stderr.write(f"modelgate pull: {exc}\n")
+        return 1
+    m = pulled.manifest
+    state = "added" if pulled.added else "already there"
+    sys.stdout.write(f"{m.name} version {m.version} ({state}): {pulled.version_dir}\n")
+    return 0
 
 
 def import_model(args: argparse.Namespace) -> int:

@@ -445,6 +445,20 @@ def command(args: Any) -> int:
     except ImportError_ as exc:
         sys.stderr.write(f"modelgate import: {exc}\n")
         return 1
+    if args.register:
+        from modelgate.registry import MlflowRegistry, RegistryError
+
+        if not args.mlflow_tracking_uri:
+            sys.stderr.write("modelgate import: --register needs --mlflow-tracking-uri\n")
+            return 2
+        try:
+            registered = MlflowRegistry(args.mlflow_tracking_uri).register(
+                result.manifest.name, result.version_dir
+            )
+        except RegistryError as exc:
+            sys.stderr.write(f"modelgate import: imported, but not registered: {exc}\n")
+            return 1
+        sys.stdout.write(f"registered as models:/{result.manifest.name}/{registered}\n")
     sys.stdout.write(
         f"imported {result.manifest.name} version {result.manifest.version} into "
         f"{result.version_dir}\n  sha256 {result.manifest.sha256}\n"

@@ -101,7 +101,7 @@ class ModelRepository:
             manifest = self.read_manifest(name, version)
             loaded = load_model(version_dir, manifest)
         except ModelLoadError as exc:
-            self._record_failure(name, version, str(exc))
+            self.record_failure(name, version, str(exc))
             return None
         self._loaded(name, version, True)
         log.info(
@@ -110,7 +110,7 @@ class ModelRepository:
         )
         return loaded
 
-    def _record_failure(self, name: str, version: str, reason: str) -> None:
+    def record_failure(self, name: str, version: str, reason: str) -> None:
         log.error("model refused", extra={"model": name, "version": version, "reason": reason})
         self.failures.append(LoadFailure(name, version, reason))
         del self.failures[:-MAX_FAILURES_KEPT]  # a reload loop must not grow it forever
@@ -137,7 +137,7 @@ class ModelRepository:
         try:
             loaded = load_model(self.root / name / version, manifest)
         except ModelLoadError as exc:
-            self._record_failure(name, version, str(exc))
+            self.record_failure(name, version, str(exc))
             raise
         self._loaded(name, version, True)
         entry = self._models.get(name) or ModelEntry(name, {}, None)

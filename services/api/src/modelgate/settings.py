@@ -82,6 +82,27 @@ class PredictionLogSettings(BaseModel):
         return value
 
 
+class MlflowSettings(BaseModel):
+    """The MLflow Model Registry as a model source (see registry.py and follow.py)."""
+
+    # http(s)://host:port of an `mlflow server` that serves artifacts; empty: off.
+    tracking_uri: str = ""
+    # Aliases to follow, e.g. '["churn@champion"]': each worker pulls and serves what
+    # the alias names, and follows it when it moves.
+    follow: list[str] = Field(default_factory=list)
+    poll_seconds: float = Field(30, gt=0, le=3600)
+    timeout_seconds: float = Field(10, gt=0, le=300)
+
+    @field_validator("follow")
+    @classmethod
+    def _aliases(cls, value: list[str]) -> list[str]:
+        for item in value:
+            name, sep, alias = item.partition("@")
+            if not sep or not name or not alias:
+                raise ValueError(f"{item!r}: expected NAME@ALIAS")
+        return value
+
+
 class AuthSettings(BaseModel):
     """API keys are configured as sha256 hex digests, never in clear text."""
 
@@ -116,6 +137,7 @@ class Settings(BaseSettings):
     rate_limit: RateLimitSettings = Field(default_factory=RateLimitSettings)
     auth: AuthSettings = Field(default_factory=AuthSettings)
     prediction_log: PredictionLogSettings = Field(default_factory=PredictionLogSettings)
+    mlflow: MlflowSettings = Field(default_factory=MlflowSettings)
 
     log_level: str = "INFO"
     # Name reported by GET /, /health and /models; defaults to the host name, which compose
