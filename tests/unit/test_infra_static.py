@@ -36,7 +36,7 @@ IMAGE_COMMANDS = {
     "python": {"python"},
     "nginx": {"wget", "sh"},
     "busybox": {"wget", "sh"},
-    "redis": {"sh", "redis-cli", "cat", "grep", "tr", "head", "chmod", "mv"},
+    "redis": {"sh", "redis-server", "redis-cli", "cat", "grep", "tr", "head", "chmod", "mv"},
     "prom/prometheus": {"wget"},
     "grafana/grafana": {"wget"},
 }
