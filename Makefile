@@ -75,7 +75,16 @@ fmt: $(STAMP)
 	$(VENV)/bin/ruff format .
 	$(VENV)/bin/ruff check --fix .
 
-test: lint models os-deps
+# The MLflow tracking server the registry tests start: a server we test against, in a
+# venv of its own (tests/tools/mlflow-server.in says why), pinned with hashes.
+MLFLOW_LOCK := tests/tools/mlflow-server.lock
+MLFLOW_STAMP := .venv-mlflow/.installed-stamp
+$(MLFLOW_STAMP): $(MLFLOW_LOCK)
+	test -x .venv-mlflow/bin/python || python3 -m venv .venv-mlflow
+	.venv-mlflow/bin/python -m pip install --quiet --require-hashes -r $(MLFLOW_LOCK)
+	touch $@
+
+test: lint models os-deps $(MLFLOW_STAMP)
 	$(PY) -m pytest
 
 # Not part of `make test` (a smoke run of every scenario is). BENCH_ARGS=--seconds 30 …

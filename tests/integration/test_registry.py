@@ -23,7 +23,7 @@ import pytest
 
 from modelgate.ports import free_port
 from modelgate.registry import MlflowRegistry, ModelRef
-from tests.conftest import VENV_BIN, RedisServer, Server, wait_until
+from tests.conftest import ROOT, VENV_BIN, RedisServer, Server, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -47,12 +47,14 @@ class Mlflow:
 
 @pytest.fixture(scope="module")
 def mlflow(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mlflow]:
+    server = ROOT / ".venv-mlflow" / "bin" / "mlflow"  # `make test` installs it
+    assert server.exists(), f"{server} is missing: run `make test` (it installs the server)"
     root = tmp_path_factory.mktemp("mlflow")
     port = free_port()
     with (root / "server.log").open("wb") as log:
         proc = subprocess.Popen(
             [
-                str(VENV_BIN / "mlflow"),
+                str(server),
                 "server",
                 "--backend-store-uri",
                 f"sqlite:///{root / 'mlflow.db'}",
