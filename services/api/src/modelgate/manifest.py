@@ -15,7 +15,10 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 MANIFEST_FILE = "model.json"
-_NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,63}$")
+# The documented model-name and version formats (README, "Model repository"); every name
+# or version from outside is checked against them by ModelRepository before use.
+MODEL_NAME = re.compile(r"[a-z0-9][a-z0-9_.-]{0,63}")
+VERSION = re.compile(r"0|[1-9][0-9]{0,8}")  # ASCII digits, no leading zero: one spelling
 
 
 class Task(StrEnum):
@@ -71,7 +74,7 @@ class Manifest(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     name: str
-    version: str = Field(pattern=r"^[0-9]{1,9}$")
+    version: str = Field(pattern=r"^(?:0|[1-9][0-9]{0,8})$")
     task: Task
     format: ModelFormat
     file: str = Field(pattern=r"^[A-Za-z0-9_.-]+$", description="model file in this directory")
@@ -85,8 +88,8 @@ class Manifest(BaseModel):
 
     @model_validator(mode="after")
     def _consistent(self) -> Manifest:
-        if not _NAME.match(self.name):
-            raise ValueError(f"model name {self.name!r} must match {_NAME.pattern}")
+        if not MODEL_NAME.fullmatch(self.name):
+            raise ValueError(f"model name {self.name!r} must match {MODEL_NAME.pattern}")
         names = [i.name for i in self.inputs]
         if len(set(names)) != len(names):
             raise ValueError("input names must be unique")

@@ -17,7 +17,7 @@ from starlette.responses import Response
 from modelgate.deps import RepositoryDep, json_response, read_body
 from modelgate.errors import FieldError, InvalidInput
 from modelgate.ratelimit import PREDICT_SCOPE, quota
-from modelgate.repository import ModelRepository
+from modelgate.repository import ModelRepository, version_order
 from modelgate.runtime import LoadedModel
 from modelgate.service import PredictionService
 from modelgate.settings import Settings
@@ -30,7 +30,7 @@ _SIGNATURE = "serving_default"
 
 def version_status(repository: ModelRepository, name: str, version: str | None) -> dict[str, Any]:
     entry = repository.entry(name)
-    versions = [version] if version is not None else sorted(entry.versions, key=int)
+    versions = [version] if version is not None else sorted(entry.versions, key=version_order)
     for v in versions:
         repository.get(name, v)  # 404 for a version that is not loaded
     return {

@@ -26,7 +26,13 @@ from modelgate.deps import (
 )
 from modelgate.errors import InvalidInput, MalformedRequest, ModelNotFound
 from modelgate.ratelimit import PREDICT_SCOPE, quota
-from modelgate.repository import ModelRepository, discover
+from modelgate.repository import (
+    ModelRepository,
+    check_name,
+    check_version,
+    discover,
+    version_order,
+)
 from modelgate.runtime import LoadedModel
 from modelgate.service import PredictionService
 from modelgate.settings import Settings
@@ -45,7 +51,7 @@ def model_metadata(repository: ModelRepository, name: str, version: str | None) 
     entry = repository.entry(name)
     return {
         "name": name,
-        "versions": sorted(entry.versions, key=int),
+        "versions": sorted(entry.versions, key=version_order),
         "platform": PLATFORMS[model.manifest.format.value],
         "inputs": [input_spec(model.manifest).describe()],
         "outputs": [s.describe() for s in output_specs(model.manifest)],
@@ -254,9 +260,10 @@ def build_router() -> APIRouter:
 
     # --- repository extension -----------------------------------------------------------
 
-    @router.post("/repository/index")
+    @router.post("/repository/index", dependencies=[Depends(require_admin)])
     async def repository_index(repository: RepositoryDep) -> Response:
-        """Every model version on disk, and whether it is loaded here."""
+        """Every model version on disk, and whether it is loaded here (admin key only:
+        it lists what is on disk and why a version was refused)."""
         index = []
         loaded = repository.models
         failures = {(f.name, f.version): f.reason for f in repository.failures}
@@ -274,11 +281,18 @@ def build_router() -> APIRouter:
                 index.append(item)
         return json_response(index)
 
-    async def _parameters(request: Request) -> dict[str, Any]:
+    async def _version_parameter(request: Request) -> str | None:
+        """``{"parameters": {"version": "2"}}`` (or an empty body): the version, checked
+        by the repository like every version from outside."""
         raw = await read_body(request, 64 * 1024)
         payload = parse_json(raw) if raw.strip() else {}
-        params = payload.get("parameters") if isinstance(payload, dict) else None
-        return params if isinstance(params, dict) else {}
+        if not isinstance(payload, dict):
+            raise MalformedRequest("body: must be a JSON object")
+        params = payload.get("parameters", {})
+        if not isinstance(params, dict):
+            raise MalformedRequest("parameters: must be a JSON object")
+        version = params.get("version")
+        return None if version is None else check_version(version, "parameters.version")
 
     @router.post("/repository/models/{name}/load", dependencies=[Depends(require_admin)])
     async def repository_load(
@@ -286,13 +300,13 @@ def build_router() -> APIRouter:
     ) -> Response:
         """Load (make default) a version fleet-wide: ``{"parameters": {"version": "2"}}``,
         or the highest version on disk without one. Same path as the admin route."""
-        version = (await _parameters(request)).get("version")
+        version = await _version_parameter(request)
         if version is None:
-            on_disk = discover(repository.root).get(name)
+            on_disk = discover(repository.root).get(check_name(name))
             if not on_disk:
                 raise ModelNotFound(f"no model {name!r} in the repository")
             version = on_disk[-1]
-        issued = await control.load(name, str(version))
+        issued = await control.load(name, version)
         if not issued.outcome.applied:
             raise InvalidInput(issued.outcome.detail)
         return json_response({})
@@ -300,8 +314,7 @@ def build_router() -> APIRouter:
     @router.post("/repository/models/{name}/unload", dependencies=[Depends(require_admin)])
     async def repository_unload(name: str, request: Request, control: ControlDep) -> Response:
         """Unload a model (or one version: ``{"parameters": {"version": "1"}}``) fleet-wide."""
-        version = (await _parameters(request)).get("version")
-        await control.unload(name, None if version is None else str(version))
+        await control.unload(name, await _version_parameter(request))
         return json_response({})
 
     return router
