@@ -16,7 +16,7 @@ from starlette.responses import Response
 
 from modelgate.deps import RepositoryDep, json_response, read_body
 from modelgate.errors import FieldError, InvalidInput
-from modelgate.ratelimit import PREDICT_SCOPE, quota
+from modelgate.ratelimit import BATCH_SCOPE, quota
 from modelgate.repository import ModelRepository, version_order
 from modelgate.runtime import LoadedModel
 from modelgate.service import PredictionService
@@ -112,7 +112,8 @@ def instances_of(model: LoadedModel, payload: Any) -> tuple[list[Any], bool]:
 
 def build_router() -> APIRouter:
     router = APIRouter(prefix="/v1/models", tags=["v1"])
-    predict_quota = quota(PREDICT_SCOPE)
+    # A V1/V2 request may carry many instances: charged like a native batch request.
+    predict_quota = quota(BATCH_SCOPE)
 
     @router.get("/{name}")
     async def status(name: str, repository: RepositoryDep) -> Response:

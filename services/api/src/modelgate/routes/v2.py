@@ -25,7 +25,7 @@ from modelgate.deps import (
     read_body,
 )
 from modelgate.errors import InvalidInput, MalformedRequest, ModelNotFound
-from modelgate.ratelimit import PREDICT_SCOPE, quota
+from modelgate.ratelimit import BATCH_SCOPE, quota
 from modelgate.repository import (
     ModelRepository,
     check_name,
@@ -192,7 +192,8 @@ def infer_response(
 
 def build_router() -> APIRouter:
     router = APIRouter(prefix="/v2", tags=["v2"])
-    infer_quota = quota(PREDICT_SCOPE)
+    # A V1/V2 request may carry many instances: charged like a native batch request.
+    infer_quota = quota(BATCH_SCOPE)
 
     @router.get("")
     async def server_metadata() -> Response:
