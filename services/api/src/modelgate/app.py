@@ -214,6 +214,9 @@ def create_app(settings: Settings | None = None) -> ModelGateApp:
         version=__version__,
         description="Serve PyTorch models over HTTP: validated, batched, observable.",
         lifespan=lifespan,
+        # Starlette answers "/health/" with a redirect built from the client's Host
+        # header: an open redirect. A path is served as written, or 404.
+        redirect_slashes=False,
     )
     app.state.repository = None
     # One registry per app (tests build several); with PROMETHEUS_MULTIPROC_DIR set the

@@ -8,6 +8,7 @@ since tritonclient sends none for JSON. Errors are ``{"error": "..."}`` (errors.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import numpy as np
@@ -40,6 +41,7 @@ from modelgate.tensors import NUMPY_TYPES, input_spec, output_specs, output_tens
 from modelgate.validation import InputValidator, parse_json
 
 HEADER_LENGTH = "inference-header-content-length"
+_HEADER_LENGTH_VALUE = re.compile(r"[0-9]{1,12}")
 PLATFORMS = {"torch_export": "pytorch_export", "torchscript": "pytorch_libtorch"}
 
 
@@ -66,8 +68,10 @@ def split_body(request: Request, body: bytes) -> tuple[Any, bytes]:
     declared = request.headers.get(HEADER_LENGTH)
     if declared is None:
         return parse_json(body), b""
-    if not declared.isdigit() or int(declared) > len(body):
-        raise MalformedRequest(f"{HEADER_LENGTH} is {declared!r} for a {len(body)}-byte body")
+    # ASCII digits only, and few of them: str.isdigit() accepts "²", which int() refuses,
+    # and int() refuses over 4300 digits; either was a 500.
+    if not _HEADER_LENGTH_VALUE.fullmatch(declared) or int(declared) > len(body):
+        raise MalformedRequest(f"{HEADER_LENGTH} is {declared[:40]!r} for a {len(body)}-byte body")
     size = int(declared)
     return parse_json(body[:size]), body[size:]
 
@@ -104,12 +108,16 @@ def input_tensor(
         raise InvalidInput(
             f"input {spec.name!r}: shape {shape} does not match the model's {spec.shape}"
         )
+    # Sizes before work: more rows than a request may hold is refused before the data is
+    # looked at (a 4 MiB body of numbers would otherwise become a huge array first).
+    if not 1 <= shape[0] <= max_rows:
+        raise InvalidInput(f"input {spec.name!r}: expected 1 to {max_rows} rows, got shape {shape}")
     count = shape[0] * shape[1]
-    params = tensor.get("parameters") or {}
+    params = parameters(tensor, "inputs[0].parameters")
     dtype = NUMPY_TYPES[spec.datatype]
     if "binary_data_size" in params:
         size = params["binary_data_size"]
-        if not isinstance(size, int) or size != count * dtype.itemsize or size > len(binary):
+        if type(size) is not int or size != count * dtype.itemsize or size > len(binary):
             raise InvalidInput(
                 f"input {spec.name!r}: binary_data_size {size} does not hold shape {shape} "
                 f"of {spec.datatype} ({len(binary)} bytes of binary data sent)"
@@ -119,10 +127,7 @@ def input_tensor(
         data = tensor.get("data")
         if data is None:
             raise InvalidInput(f"input {spec.name!r}: no 'data' and no binary_data_size")
-        try:
-            values = np.asarray(data, dtype=np.float64).reshape(-1)
-        except (ValueError, TypeError):
-            raise InvalidInput(f"input {spec.name!r}: data must be numbers") from None
+        values = _numbers(data, spec.name, count)
         if values.size != count:
             raise InvalidInput(
                 f"input {spec.name!r}: {values.size} values do not fill shape {shape}"
@@ -130,10 +135,46 @@ def input_tensor(
     return validator.matrix(values.reshape(shape[0], shape[1]), spec.name, max_rows)
 
 
+def parameters(obj: dict[str, Any], where: str) -> dict[str, Any]:
+    """An object's ``parameters``: absent, null or a JSON object; anything else is 400."""
+    params = obj.get("parameters")
+    if params is None:
+        return {}
+    if not isinstance(params, dict):
+        raise MalformedRequest(f"{where}: must be a JSON object")
+    return params
+
+
+def _numbers(data: Any, name: str, count: int) -> np.ndarray:
+    """FP32 ``data``, flat or one row per list: JSON numbers only. numpy alone would turn
+    "1.5" and true into numbers, and raise OverflowError (a 500) on a 400-digit integer."""
+    if not isinstance(data, list):
+        raise InvalidInput(f"input {name!r}: data must be a list of numbers")
+    flat: list[Any] = []
+    for item in data:
+        if type(item) is list:
+            flat.extend(item)
+        else:
+            flat.append(item)
+        if len(flat) > count:
+            break
+    if len(flat) != count:
+        raise InvalidInput(f"input {name!r}: {len(flat)} values do not fill the shape")
+    for value in flat:
+        if type(value) is not float and type(value) is not int:
+            raise InvalidInput(
+                f"input {name!r}: data must be numbers for FP32, got {type(value).__name__}"
+            )
+    try:
+        return np.asarray(flat, dtype=np.float64)
+    except OverflowError:
+        raise InvalidInput(f"input {name!r}: a number is out of range for FP32") from None
+
+
 def requested_outputs(model: LoadedModel, payload: dict[str, Any]) -> list[tuple[str, bool]]:
     """(name, binary?) for each output to return, in order."""
     known = [s.name for s in output_specs(model.manifest)]
-    default_binary = bool((payload.get("parameters") or {}).get("binary_data_output", False))
+    default_binary = bool(parameters(payload, "parameters").get("binary_data_output", False))
     asked = payload.get("outputs")
     if not asked:
         return [(name, default_binary) for name in known]
@@ -144,7 +185,7 @@ def requested_outputs(model: LoadedModel, payload: dict[str, Any]) -> list[tuple
         name = item.get("name") if isinstance(item, dict) else None
         if name not in known:
             raise InvalidInput(f"unknown output {name!r}; the model's outputs are {known}")
-        binary = (item.get("parameters") or {}).get("binary_data", default_binary)
+        binary = parameters(item, "outputs[].parameters").get("binary_data", default_binary)
         out.append((name, bool(binary)))
     return out
 
