@@ -6,6 +6,7 @@ come from here, as do class names and the batching limits of the model.
 
 from __future__ import annotations
 
+import hashlib
 import re
 from enum import StrEnum
 from functools import cached_property
@@ -101,6 +102,12 @@ class Manifest(BaseModel):
         if self.task is Task.REGRESSION and n:
             raise ValueError("a regression model has no classes")
         return self
+
+    @cached_property
+    def digest(self) -> str:
+        """sha256 of the manifest's content (canonical JSON): names the manifest in cache
+        keys, so an edit of class names or bounds alone never meets an old answer."""
+        return hashlib.sha256(self.model_dump_json().encode()).hexdigest()
 
     @cached_property
     def input_names(self) -> list[str]:

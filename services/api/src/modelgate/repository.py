@@ -234,7 +234,12 @@ class ModelRepository:
         manifest = self.read_manifest(name, version)
         entry = self._models.get(name)
         current = entry.versions.get(version) if entry else None
-        if entry is None or current is None or current.sha256 != manifest.sha256:
+        if (
+            entry is None
+            or current is None
+            or current.sha256 != manifest.sha256
+            or current.manifest.digest != manifest.digest  # a manifest-only edit reloads too
+        ):
             loaded = self.load_version(name, version)
         else:
             self._models = {**self._models, name: replace(entry, default_version=version)}
