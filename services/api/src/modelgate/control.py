@@ -143,6 +143,7 @@ def verify_version(repository: ModelRepository, name: str, version: str) -> str:
         # a trial, then dropped
         load_model(repository.load_dir(name, version, manifest), manifest)
     except ModelLoadError as exc:
+        repository.record_failure(name, version, str(exc))  # for /health's count and the index
         raise ModelRefused(f"version {version!r} of {name!r} refused: {exc}") from exc
     return manifest.sha256
 

@@ -176,10 +176,10 @@ class ModelRepository:
             manifest = self.read_manifest(name, version)
             loaded = load_model(self.load_dir(name, version, manifest), manifest)
         except ModelLoadError as exc:
-            self._record_failure(name, version, str(exc))
+            self.record_failure(name, version, str(exc))
             return None
         except InvalidInput as exc:  # a configured name of the wrong format
-            self._record_failure(name, version, exc.message)
+            self.record_failure(name, version, exc.message)
             return None
         self._loaded(name, version, True)
         log.info(
@@ -188,7 +188,7 @@ class ModelRepository:
         )
         return loaded
 
-    def _record_failure(self, name: str, version: str, reason: str) -> None:
+    def record_failure(self, name: str, version: str, reason: str) -> None:
         log.error("model refused", extra={"model": name, "version": version, "reason": reason})
         self.failures.append(LoadFailure(name, version, reason))
         del self.failures[:-MAX_FAILURES_KEPT]  # a reload loop must not grow it forever
@@ -216,7 +216,7 @@ class ModelRepository:
         try:
             loaded = load_model(self.load_dir(name, version, manifest), manifest)
         except ModelLoadError as exc:
-            self._record_failure(name, version, str(exc))
+            self.record_failure(name, version, str(exc))
             raise
         self._loaded(name, version, True)
         entry = self._models.get(name) or ModelEntry(name, {}, None)
