@@ -263,7 +263,7 @@ def v2_body(top: dict[str, Any] | None = None, **over: Any) -> bytes:
 
 HUGE = 10**400
 SUPERSCRIPT_2 = "²".encode("latin-1")  # str.isdigit() is true for it; int() refuses it
-BAD_OUTPUTS = {"outputs": [{"name": "probabilities", "parameters": [1]}]}
+BAD_OUTPUTS = {"outputs": [{"name": "probability", "parameters": [1]}]}
 V2_BAD: list[tuple[str, dict[str, bytes], bytes]] = [
     ("header length non-ASCII digit", {"Inference-Header-Content-Length": SUPERSCRIPT_2}, b"{}"),
     ("header length huge", {"Inference-Header-Content-Length": b"9" * 5000}, b"{}"),
@@ -273,7 +273,7 @@ V2_BAD: list[tuple[str, dict[str, bytes], bytes]] = [
     ("output parameters a list", {}, v2_body(BAD_OUTPUTS)),
     ("400-digit integer", {}, v2_body(data=[HUGE, *CHURN_ROW[1:]])),
     ("strings for FP32", {}, v2_body(data=["35", *CHURN_ROW[1:]])),
-    ("booleans for FP32", {}, v2_body(data=[True, *CHURN_ROW[1:]])),
+    ("booleans for FP32", {}, v2_body(data=[CHURN_ROW[0], True, *CHURN_ROW[2:]])),
     ("lying binary_data_size", {}, v2_body(data=None, parameters={"binary_data_size": 10**12})),
     ("negative shape", {}, v2_body(shape=[-1, 10])),
     ("huge shape", {}, v2_body(shape=[2**62, 10])),
