@@ -198,5 +198,5 @@ def test_exported_graphs_run_traced_with_identical_answers(
 def test_failures_kept_are_bounded(model_copy: Path) -> None:
     repo = ModelRepository(root=model_copy)
     for i in range(250):
-        repo._record_failure("churn", str(i), "refused")
+        repo.record_failure("churn", str(i), "refused")
     assert len(repo.failures) == 100 and repo.failures[-1].version == "249"

@@ -100,7 +100,7 @@ def build_cache(settings: Settings, metrics: Metrics | None = None) -> Predictio
     if not (settings.cache.enabled and settings.redis_url):
         return NullCache()
     cache = RedisCache.from_url(
-        settings.redis_url,
+        settings.redis_connection_url,
         ttl_seconds=settings.cache.ttl_seconds,
         timeout_s=settings.cache.timeout_ms / 1000,
         breaker_s=settings.cache.breaker_seconds,
@@ -167,12 +167,14 @@ def create_app(settings: Settings | None = None) -> ModelGateApp:
         # Catch up with fleet-wide loads/unloads before serving, then follow them.
         control = FleetControl(
             repository,
-            settings.redis_url,
+            settings.redis_connection_url,
             settings.instance,
             on_change=lambda: metrics.served(served_versions(repository)),
         )
         await control.start()
-        quotas = Quotas(settings.rate_limit, settings.redis_url, settings.cache.breaker_seconds)
+        quotas = Quotas(
+            settings.rate_limit, settings.redis_connection_url, settings.cache.breaker_seconds
+        )
         _drain_on_sigterm(lifecycle)
         # torch, FastAPI and the models leave about a million long-lived objects; a full
         # garbage collection walks them all (hundreds of ms, a p99 spike). Frozen, the
@@ -212,6 +214,9 @@ def create_app(settings: Settings | None = None) -> ModelGateApp:
         version=__version__,
         description="Serve PyTorch models over HTTP: validated, batched, observable.",
         lifespan=lifespan,
+        # Starlette answers "/health/" with a redirect built from the client's Host
+        # header: an open redirect. A path is served as written, or 404.
+        redirect_slashes=False,
     )
     app.state.repository = None
     # One registry per app (tests build several); with PROMETHEUS_MULTIPROC_DIR set the

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import socket
 from pathlib import Path
+from urllib.parse import quote, urlsplit, urlunsplit
 
 from limits import parse_many
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, Field, PrivateAttr, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -112,6 +113,11 @@ class Settings(BaseSettings):
     batching: BatchingSettings = Field(default_factory=BatchingSettings)
 
     redis_url: str = ""
+    # A file whose content is the Redis password (compose's secret, the native stack's
+    # 0600 file): read once here, so it is never on a command line, in the environment
+    # or in a log line. Applied to every Redis connection through redis_connection_url.
+    redis_password_file: Path | None = None
+    _redis_password: SecretStr | None = PrivateAttr(default=None)
     cache: CacheSettings = Field(default_factory=CacheSettings)
     rate_limit: RateLimitSettings = Field(default_factory=RateLimitSettings)
     auth: AuthSettings = Field(default_factory=AuthSettings)
@@ -121,3 +127,28 @@ class Settings(BaseSettings):
     # Name reported by GET /, /health and /models; defaults to the host name, which compose
     # sets per replica (api-1, api-2, …) so that answers tell which replica served them.
     instance: str = Field(default_factory=socket.gethostname)
+
+    @model_validator(mode="after")
+    def _read_redis_password(self) -> Settings:
+        if self.redis_password_file is not None:
+            try:
+                text = self.redis_password_file.read_text().strip()
+            except OSError as exc:
+                raise ValueError(
+                    f"redis_password_file {self.redis_password_file}: {exc.strerror}"
+                ) from None
+            if not text:
+                raise ValueError(f"redis_password_file {self.redis_password_file} is empty")
+            self._redis_password = SecretStr(text)
+        return self
+
+    @property
+    def redis_connection_url(self) -> str:
+        """``redis_url`` with the password from ``redis_password_file`` in it, for the
+        clients only (never logged; ``redis_url`` itself stays as configured)."""
+        password = self._redis_password
+        parts = urlsplit(self.redis_url)
+        if password is None or not self.redis_url or parts.password is not None:
+            return self.redis_url
+        netloc = f"{parts.username or ''}:{quote(password.get_secret_value(), safe='')}@"
+        return urlunsplit(parts._replace(netloc=netloc + parts.netloc.rsplit("@", 1)[-1]))

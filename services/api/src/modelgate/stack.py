@@ -18,6 +18,7 @@ import argparse
 import contextlib
 import json
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -36,6 +37,8 @@ import yaml
 from modelgate.infra import gateway_values, render_native_gateway
 
 STATE_FILE = "stack.json"
+REDIS_PASSWORD_FILE = "redis.password"  # noqa: S105 - a file name; 0600, in the stack's dir
+REDIS_CONF_FILE = "redis.conf"  # holds requirepass, so the password is never in argv
 START_TIMEOUT_S = 120.0
 STOP_TIMEOUT_S = 30.0
 
@@ -136,13 +139,49 @@ def http_ok(url: str) -> bool:
         return False
 
 
-def redis_ok(host: str, port: int) -> bool:
+def redis_ok(host: str, port: int, password: str | None = None) -> bool:
     try:
         with socket.create_connection((host, port), timeout=1) as s:
+            if password is not None:
+                secret = password.encode()
+                s.sendall(b"*2\r\n$4\r\nAUTH\r\n$%d\r\n%s\r\n" % (len(secret), secret))
+                if not s.recv(16).startswith(b"+OK"):
+                    return False
             s.sendall(b"PING\r\n")
             return s.recv(16).startswith(b"+PONG")
     except OSError:
         return False
+
+
+# --- the stack's Redis password -------------------------------------------------------------
+
+
+def _write_private(path: Path, text: str) -> None:
+    """Replace ``path`` with a file only this user can read, 0600 from its creation (never
+    briefly world-readable, whatever the umask)."""
+    path.unlink(missing_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+
+
+def redis_password(config: StackConfig) -> str:
+    """This stack's Redis password: generated once per stack directory, kept in a 0600
+    file that replicas read (MODELGATE_REDIS_PASSWORD_FILE), and given to redis-server in
+    a 0600 config file, so it never appears on a command line."""
+    path = config.dir / REDIS_PASSWORD_FILE
+    if path.exists():
+        return path.read_text().strip()
+    config.dir.mkdir(parents=True, exist_ok=True)
+    password = secrets.token_urlsafe(32)
+    _write_private(path, password + "\n")
+    return password
+
+
+def redis_conf(config: StackConfig) -> Path:
+    path = config.dir / REDIS_CONF_FILE
+    _write_private(path, f"requirepass {redis_password(config)}\n")
+    return path
 
 
 def port_free(host: str, port: int) -> bool:
@@ -196,6 +235,7 @@ def replica_env(config: StackConfig, instance: str) -> dict[str, str]:
     """What compose sets for each api service; the caller's MODELGATE_* settings win."""
     defaults = {
         "MODELGATE_REDIS_URL": config.redis_url,
+        "MODELGATE_REDIS_PASSWORD_FILE": str(config.dir / REDIS_PASSWORD_FILE),
         "MODELGATE_CACHE__ENABLED": "true",
         "MODELGATE_RATE_LIMIT__ENABLED": "true",
         "MODELGATE_TRUSTED_PROXIES": config.host,
@@ -208,7 +248,7 @@ def probes(config: StackConfig) -> dict[str, tuple[Callable[[], bool], str]]:
     """How to tell each service is ready, and its address: for ``up`` and ``status``."""
     h = config.host
     table: dict[str, tuple[Callable[[], bool], str]] = {
-        "redis": (lambda: redis_ok(h, config.redis_port), config.redis_url)
+        "redis": (lambda: redis_ok(h, config.redis_port, redis_password(config)), config.redis_url)
     }
     for i, port in enumerate(config.replica_ports, 1):
         url = config.url(port)
@@ -231,7 +271,7 @@ def commands(config: StackConfig) -> list[tuple[str, list[str], dict[str, str]]]
     logs = config.dir / "logs"
     h = config.host
     redis = [
-        which("redis-server"),
+        which("redis-server"), str(redis_conf(config)),
         "--bind", h, "--port", str(config.redis_port),
         "--save", "", "--appendonly", "no", "--dir", str(config.dir),
         # Only keys with a TTL (cache entries, quota windows) may be evicted: never the
@@ -275,7 +315,12 @@ def commands(config: StackConfig) -> list[tuple[str, list[str], dict[str, str]]]
     ]
     return [
         ("redis", redis, {}),
-        ("redis-exporter", redis_exporter, {}),
+        # The exporter reads REDIS_PASSWORD from its environment (not argv).
+        (
+            "redis-exporter",
+            redis_exporter,
+            {**os.environ, "REDIS_PASSWORD": redis_password(config)},
+        ),
         *replicas,
         ("gateway", gateway, {}),
         ("nginx-exporter", nginx_exporter, {}),
@@ -336,19 +381,24 @@ def group_members(pgid: int) -> list[int]:
 
 def stop_pid(pid: int, started: int, timeout: float = STOP_TIMEOUT_S) -> None:
     """SIGTERM, wait, then SIGKILL: by PID only, and only if it is still ours. Then the
-    rest of its process group (workers), even if the leader died on its own, so that
-    nothing outlives ``down``. While any process is in group ``pid``, the kernel does
-    not reuse that number, so every member found is one we started."""
-    if _alive(pid, started):
-        os.kill(pid, signal.SIGTERM)
-        deadline = time.monotonic() + timeout
-        while _alive(pid, started):
-            with_child_reaped(pid)
-            if time.monotonic() > deadline:
-                os.kill(pid, signal.SIGKILL)
-                deadline += timeout
-            time.sleep(0.05)  # polling interval
+    rest of its process group (workers), so that nothing outlives ``down``. Once the
+    leader was seen to be ours, its number is not reused while any process is in group
+    ``pid``, so every member found afterwards is one we started.
+
+    A PID whose start time no longer matches the recorded one is not ours any more (it
+    exited, and the number may now be someone else's or lead someone else's group): it
+    and its group get no signal at all."""
+    if not _alive(pid, started):
+        return
+    os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while _alive(pid, started):
         with_child_reaped(pid)
+        if time.monotonic() > deadline:
+            os.kill(pid, signal.SIGKILL)
+            deadline += timeout
+        time.sleep(0.05)  # polling interval
+    with_child_reaped(pid)
     termed: set[int] = set()
     deadline = time.monotonic() + 10
     while members := group_members(pid):
