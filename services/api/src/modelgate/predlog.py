@@ -228,6 +228,11 @@ class PredictionLog:
             fd = self._file(now)
             written = os.write(fd, data)
             if written != len(data):
+                # A full disk takes part of the batch: cut it off again, or a torn line
+                # would run into the next one written. (With the disk full, no other
+                # worker has appended after it.)
+                with contextlib.suppress(OSError):
+                    os.ftruncate(fd, os.fstat(fd).st_size - written)
                 raise OSError(f"short write ({written} of {len(data)} bytes)")
             if now >= self._next_cap_check and self._path is not None:
                 self._next_cap_check = now + _CAP_CHECK_INTERVAL_S
