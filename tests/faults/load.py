@@ -37,6 +37,7 @@ class Answer:
     version: str = ""  # X-Model-Version
     cache: str = ""  # X-Cache
     retry_after: bool = False
+    keep_alive_s: float = 0.0  # the server's advertised idle timeout (Keep-Alive: timeout=)
     request: bytes = b""  # the body sent and the body answered, when the load keeps them
     body: bytes = b""
 
@@ -73,6 +74,7 @@ class Load:
     source_ip: str = "127.0.0.1"
     body: Callable[[random.Random], bytes] | None = None
     keep_bodies: bool = False
+    reconnects: int = 0  # idle connections found closed by the server before reuse
     answers: list[Answer] = field(default_factory=list)
     _stop: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
@@ -133,6 +135,12 @@ class Load:
             f"Content-Type: application/json\r\nX-Request-ID: {rid}\r\n"
             f"Content-Length: {len(body)}\r\n\r\n"
         ).encode() + body
+        if conn is not None and conn[0].at_eof():
+            # The server closed this idle connection (a gateway reload, an idle timeout):
+            # open another, as HTTP clients' pools do before reusing one.
+            conn[1].close()
+            conn = None
+            self.reconnects += 1
         try:
             async with asyncio.timeout(REQUEST_TIMEOUT_S):
                 if conn is None:
@@ -160,6 +168,9 @@ class Load:
                 headers.get("x-cache", ""),
                 "retry-after" in headers,
             )
+            advertised = headers.get("keep-alive", "").removeprefix("timeout=").split(",")[0]
+            if advertised.strip().isdigit():
+                answer.keep_alive_s = float(advertised)
             if self.keep_bodies:
                 answer.request, answer.body = body, content
             if not keep:
