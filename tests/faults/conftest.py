@@ -78,9 +78,13 @@ def start_fault_stack(
 ) -> FaultStack:
     gateway, status, redis, prometheus, nginx_exp, redis_exp = (free_port() for _ in range(6))
     replicas = [free_port() for _ in range(3)]
+    # A copy of infra/, so that R1 can break the gateway's template and see it refused.
+    infra = workdir.parent / "infra"
+    shutil.copytree(ROOT / "infra", infra)
     env = {
         **os.environ,
         "MODELGATE_STACK_DIR": str(workdir),
+        "MODELGATE_STACK_INFRA": str(infra),
         "MODELGATE_STACK_GATEWAY_PORT": str(gateway),
         "MODELGATE_STACK_GATEWAY_STATUS_PORT": str(status),
         "MODELGATE_STACK_REPLICA_PORTS": ",".join(map(str, replicas)),

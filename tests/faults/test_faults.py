@@ -717,5 +717,21 @@ def test_r1_gateway_reload(stack: FaultStack, row: Row) -> None:
     row.extra["old nginx workers"] = len(old_workers)
     row.extra["idle connections closed, reopened by the client"] = run.load.reconnects
     assert non_2xx(answers) == {}
+    # A configuration nginx would refuse is never applied: the gateway keeps serving.
+    template = Path(stack.env["MODELGATE_STACK_INFRA"]) / "nginx/templates/default.conf.template"
+    good = template.read_text()
+    template.write_text(good.replace("least_conn;", "least_conn_typo;"))
+    try:
+        refused = stack.cli("reload")
+    finally:
+        template.write_text(good)
+    assert refused.returncode == 1 and "refused" in refused.stderr, refused.stderr
+    answer = httpx.post(
+        f"{stack.gateway}/predict",
+        content=CHURN_BODY,
+        headers={"Content-Type": "application/json"},
+    )
+    assert answer.status_code == 200
+    assert (stack.dir / "nginx" / "gateway.conf").read_text().count("least_conn;") == 1
     run.check_counts()
     run.check_log()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import re
 import time
 from pathlib import Path
@@ -181,3 +182,30 @@ def test_a_worker_follows_a_file_another_worker_rotated(tmp_path: Path) -> None:
 def test_the_total_must_hold_two_files() -> None:
     with pytest.raises(ValueError, match="twice"):
         Settings(prediction_log={"max_file_bytes": 10_000, "max_total_bytes": 15_000})
+
+
+def test_a_short_write_leaves_no_torn_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A full disk takes part of a batch: the part is cut off, the file ends on a line."""
+    counts: dict[str, int] = {}
+    log = PredictionLog(
+        tmp_path,
+        "api-9",
+        on_result=lambda result, n: counts.__setitem__(result, counts.get(result, 0) + n),
+    )
+    try:
+        write(log, [record(0)])
+        real_write = os.write
+
+        def half(fd: int, data: bytes) -> int:
+            return real_write(fd, data[: len(data) // 2])
+
+        monkeypatch.setattr(os, "write", half)
+        write(log, [record(1), record(2)])
+        monkeypatch.setattr(os, "write", real_write)
+        write(log, [record(3)])
+    finally:
+        log.close()
+    [path] = tmp_path.glob("api-9-*.jsonl")
+    ids = [json.loads(line)["request_id"] for line in path.read_text().splitlines()]
+    assert ids == ["r0", "r3"]
+    assert counts == {"written": 2, "failed": 2}
