@@ -209,37 +209,47 @@ async def read_response(
 async def slow_connections(
     host: str, port: int, count: int, seconds: float, source_ip: str
 ) -> tuple[int, int]:
-    """``count`` slowloris connections: each sends a request line and then one header
-    byte every 2 s, never finishing. Returns (opened, closed by the server before
-    ``seconds``)."""
-    closed = 0
-    opened = 0
+    """``count`` slowloris connections held for ``seconds``: each sends a request line and
+    then one header byte every 2 s, never finishing, and opens another when the server
+    closes it (as an attacker would). Returns (connections opened, closed by the server)."""
+    opened = closed = 0
+    end = time.monotonic() + seconds
 
-    async def one(i: int) -> None:
-        nonlocal closed, opened
-        try:
-            reader, writer = await asyncio.open_connection(host, port, local_addr=(source_ip, 0))
-        except OSError:
-            return
-        opened += 1
-        try:
-            writer.write(b"POST /predict HTTP/1.1\r\nHost: x\r\n")
-            await writer.drain()
-            end = time.monotonic() + seconds
-            while time.monotonic() < end:
-                writer.write(b"X")
-                await writer.drain()
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(2):
-                        if await reader.read(1024) == b"":
+    async def one() -> None:
+        nonlocal opened, closed
+        while time.monotonic() < end:
+            try:
+                reader, writer = await asyncio.open_connection(
+                    host, port, local_addr=(source_ip, 0)
+                )
+            except OSError:
+                await asyncio.sleep(0.5)
+                continue
+            opened += 1
+            try:
+                writer.write(b"POST /predict HTTP/1.1\r\nHost: x\r\n")
+                while time.monotonic() < end:
+                    writer.write(b"X")
+                    await writer.drain()
+                    with contextlib.suppress(TimeoutError):
+                        async with asyncio.timeout(2):
+                            await reader.read(1024)  # an answer (408) or the end: closed
                             closed += 1
-                            return
-                        closed += 1  # an error answer (408) counts: the server ended it
-                        return
-        except OSError:
-            closed += 1
-        finally:
-            writer.close()
+                            break
+            except OSError:
+                closed += 1
+            finally:
+                writer.close()
 
-    await asyncio.gather(*(one(i) for i in range(count)))
+    await asyncio.gather(*(one() for _ in range(count)))
     return opened, closed
+
+
+if __name__ == "__main__":
+    # The slowloris side of F11 in a process of its own, so that it does not share the
+    # measuring client's interpreter: python -m tests.faults.load HOST PORT N SECONDS IP
+    import sys
+
+    host, port, count, seconds, ip = sys.argv[1:6]
+    result = asyncio.run(slow_connections(host, int(port), int(count), float(seconds), ip))
+    sys.stdout.write(f"{result[0]} {result[1]}\n")
