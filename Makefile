@@ -3,14 +3,17 @@ SHELL := /bin/bash
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
-# The CPU torch wheel lies here on these machines; elsewhere pip uses its index.
-FIND_LINKS := $(if $(wildcard /opt/wheels),--find-links /opt/wheels)
+# One lock, pinned with hashes, for this venv and the api image (services/api/Dockerfile).
+LOCK := services/api/requirements.lock
+# torch's CPU wheel (`2.13.0+cpu` in the lock) lies in /opt/wheels on these machines;
+# elsewhere it comes from PyTorch's CPU index, as in the image. The hashes decide either way.
+TORCH_WHEELS := $(if $(wildcard /opt/wheels),--find-links /opt/wheels,--extra-index-url https://download.pytorch.org/whl/cpu)
 HOST ?= 127.0.0.1
 PORT ?= 8000
 WORKERS ?= 2
 MODELGATE := $(VENV)/bin/modelgate
 
-.PHONY: help venv models os-deps run up down status serve test test-faults lint fmt clean bench
+.PHONY: help venv lock models os-deps run up down status serve test test-faults lint fmt clean bench
 
 help:
 	@echo "make run    - the native stack in the foreground: gateway on http://127.0.0.1:8080"
@@ -23,13 +26,21 @@ help:
 	@echo "make models - (re)build the demo model repository in models/"
 	@echo "make bench  - every benchmark scenario; writes bench/RESULTS.md (about 20 minutes)"
 
-$(STAMP): services/api/pyproject.toml
+$(STAMP): services/api/pyproject.toml $(LOCK)
 	test -x $(PY) || python3 -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet $(FIND_LINKS) -e 'services/api[dev]'
+	$(PY) -m pip install --quiet --require-hashes --no-deps $(TORCH_WHEELS) -r $(LOCK)
+	$(PY) -m pip install --quiet --no-deps --no-build-isolation -e services/api
 	touch $@
 
 venv: $(STAMP)
+
+# Re-pin after editing services/api/pyproject.toml (pip-tools in a throwaway venv).
+lock:
+	test -x .venv-lock/bin/pip-compile || \
+		(python3 -m venv .venv-lock && .venv-lock/bin/pip install --quiet pip-tools==7.6.2)
+	.venv-lock/bin/pip-compile --quiet --generate-hashes --allow-unsafe --strip-extras \
+		--extra dev --no-emit-find-links --no-emit-index-url $(TORCH_WHEELS) \
+		-o $(LOCK) services/api/pyproject.toml
 
 # OS packages the stack and the tests run for real (apt-get, as root, only when missing).
 os-deps:

@@ -12,6 +12,7 @@ while it runs (see ``supervisor.py``).
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 from pathlib import Path
@@ -25,13 +26,47 @@ def _gunicorn_config() -> Path:
     return Path(__file__).resolve().parents[2] / "gunicorn.conf.py"
 
 
+def single_model_env(model_dir: Path, name: str) -> dict[str, str]:
+    """Settings for single-model mode, the way KServe starts a runtime: its storage
+    initializer downloads the InferenceService's ``storageUri`` into ``model_dir``
+    (``/mnt/models``), which must then hold ``<name>/<version>/`` — a model repository
+    with one model, the layout Triton's KServe runtime expects too. The directory is
+    served as that repository restricted to ``name``, which is also the default model."""
+    if not (model_dir / name).is_dir():
+        found = sorted(p.name for p in model_dir.iterdir()) if model_dir.is_dir() else []
+        hint = ""
+        if (model_dir / "model.json").is_file() or any(n.isdigit() for n in found):
+            hint = (
+                f"; it looks like one model's own directory: point storageUri at the "
+                f"directory that holds {name}/"
+            )
+        raise ValueError(
+            f"--model-dir {model_dir} must hold {name}/<version>/ (found: "
+            f"{', '.join(found) or 'nothing'}){hint}"
+        )
+    return {
+        "MODELGATE_MODEL_REPOSITORY": str(model_dir.resolve()),
+        "MODELGATE_MODELS": json.dumps([name]),
+        "MODELGATE_DEFAULT_MODEL": name,
+    }
+
+
 def serve(args: argparse.Namespace) -> int:  # returns only on error
     config = _gunicorn_config()
     if not config.is_file():
         sys.stderr.write(f"modelgate: gunicorn config not found at {config}\n")
         return 2
     env = dict(os.environ)
-    if args.model_repository:
+    if args.model_dir or args.model_name:
+        if not (args.model_dir and args.model_name):
+            sys.stderr.write("modelgate: --model-dir and --model-name go together\n")
+            return 2
+        try:
+            env.update(single_model_env(Path(args.model_dir), args.model_name))
+        except ValueError as exc:
+            sys.stderr.write(f"modelgate: {exc}\n")
+            return 2
+    elif args.model_repository:
         env["MODELGATE_MODEL_REPOSITORY"] = str(Path(args.model_repository).resolve())
     if args.instance:
         env["MODELGATE_INSTANCE"] = args.instance
@@ -61,6 +96,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--instance", default="", help="name shown in /health and /models")
+    # Single-model mode, as KServe runs a ServingRuntime (deploy/kserve/).
+    p.add_argument(
+        "--model-dir", help="serve one model from DIR/NAME/<version>/ (KServe: /mnt/models)"
+    )
+    p.add_argument("--model-name", help="the one model to serve (KServe: the service's name)")
     p.set_defaults(func=serve)
 
     s = sub.add_parser("stack", help="the native stack: redis, 3 replicas, nginx, prometheus")
