@@ -32,7 +32,7 @@ from modelgate.logging import configure_logging
 from modelgate.metrics import Metrics
 from modelgate.middleware import Edge
 from modelgate.openapi import install_openapi
-from modelgate.predlog import PredictionLog
+from modelgate.predlog import PredictionLog, Rotation
 from modelgate.ratelimit import Quotas
 from modelgate.rediscache import RedisCache
 from modelgate.repository import ModelRepository
@@ -119,6 +119,12 @@ def build_prediction_log(settings: Settings, metrics: Metrics) -> PredictionLog 
         settings.instance,
         max_queue=settings.prediction_log.max_queue,
         on_result=lambda result, n: metrics.prediction_log.labels(result).inc(n),
+        max_queue_bytes=settings.prediction_log.max_queue_bytes,
+        rotation=Rotation(
+            rotate_s=settings.prediction_log.rotate_s,
+            max_file_bytes=settings.prediction_log.max_file_bytes,
+            max_total_bytes=settings.prediction_log.max_total_bytes,
+        ),
     )
 
 

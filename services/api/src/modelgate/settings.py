@@ -70,8 +70,24 @@ class PredictionLogSettings(BaseModel):
     """Every answered request as a JSON line (see predlog.py); off without a directory."""
 
     dir: Path | None = None
-    # Records waiting for the writer thread; past this they are dropped and counted.
+    # Records waiting for the writer thread; past this many, or this many bytes of them
+    # (per worker: a 1000-row record is ~260 KB), they are dropped and counted.
     max_queue: int = Field(10_000, ge=1)
+    max_queue_bytes: int = Field(64 * 1024 * 1024, ge=1024)
+    # A new file every rotate_s (UTC slots; a day keeps one file per replica per day) or
+    # once the file holds max_file_bytes; past max_total_bytes, per replica, the oldest
+    # files are deleted.
+    rotate_s: int = Field(86_400, ge=60)
+    max_file_bytes: int = Field(256 * 1024 * 1024, ge=4096)
+    max_total_bytes: int = Field(4 * 1024 * 1024 * 1024, ge=8192)
+
+    @model_validator(mode="after")
+    def _total_holds_two_files(self) -> PredictionLogSettings:
+        """The file being written is never deleted: a cap below two files would leave
+        nothing but it, and the cap would be exceeded by design."""
+        if self.max_total_bytes < 2 * self.max_file_bytes:
+            raise ValueError("max_total_bytes must be at least twice max_file_bytes")
+        return self
 
     @field_validator("dir", mode="before")
     @classmethod

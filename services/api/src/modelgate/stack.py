@@ -263,7 +263,28 @@ def probes(config: StackConfig) -> dict[str, tuple[Callable[[], bool], str]]:
     ):
         url = config.url(port)
         table[name] = (lambda u=url: http_ok(f"{u}/metrics"), url)  # type: ignore[misc]
+    table["supervisor"] = (lambda: _supervisor_answers(config), str(config.dir))
     return table
+
+
+def _supervisor_answers(config: StackConfig) -> bool:
+    from modelgate.supervisor import supervisor_ok  # supervisor.py builds on this module
+
+    return supervisor_ok(config)
+
+
+def render_gateway(config: StackConfig, out_dir: Path) -> Path:
+    """infra/nginx rendered for this stack into ``out_dir``; returns the main config."""
+    h = config.host
+    values = gateway_values(
+        listen=f"{h}:{config.gateway_port}",
+        status_listen=f"{h}:{config.gateway_status_port}",
+        upstreams=[f"{h}:{p}" for p in config.replica_ports],
+        access_log=str(config.dir / "logs" / "gateway-access.log"),
+        req_per_ip=config.gateway_req_per_ip,
+        req_burst=config.gateway_req_burst,
+    )
+    return render_native_gateway(config.infra, out_dir, values)
 
 
 def commands(config: StackConfig) -> list[tuple[str, list[str], dict[str, str]]]:
@@ -286,15 +307,7 @@ def commands(config: StackConfig) -> list[tuple[str, list[str], dict[str, str]]]
         (f"api-{i}", [*serve, "--port", str(port)], replica_env(config, f"api-{i}"))
         for i, port in enumerate(config.replica_ports, 1)
     ]
-    values = gateway_values(
-        listen=f"{h}:{config.gateway_port}",
-        status_listen=f"{h}:{config.gateway_status_port}",
-        upstreams=[f"{h}:{p}" for p in config.replica_ports],
-        access_log=str(logs / "gateway-access.log"),
-        req_per_ip=config.gateway_req_per_ip,
-        req_burst=config.gateway_req_burst,
-    )
-    nginx_conf = render_native_gateway(config.infra, config.dir / "nginx", values)
+    nginx_conf = render_gateway(config, config.dir / "nginx")
     gateway = [which("nginx"), "-c", str(nginx_conf), "-e", str(logs / "gateway-error.log")]
     prometheus = [
         which("prometheus"),
@@ -458,24 +471,45 @@ def start_all(config: StackConfig) -> list[Running]:
     try:
         for name, argv, env in commands(config):
             ready, url = table[name]
-            log = config.dir / "logs" / f"{name}.log"
-            with log.open("ab") as out:
-                proc = subprocess.Popen(  # noqa: S603 - our argv, no shell
-                    argv,
-                    stdin=subprocess.DEVNULL,
-                    stdout=out,
-                    stderr=subprocess.STDOUT,
-                    env=env or None,
-                    start_new_session=True,
-                )
-            running.append(Running(name, proc.pid, start_ticks(proc.pid) or -1, url))
-            write_state(config, running)
-            _wait_ready(name, ready, proc, log)
+            launch(config, running, name, argv, env, ready, url)
             print(f"  {name:<11} ready  {url}", flush=True)  # noqa: T201
     except BaseException:
         stop_all(config, running)
         raise
     return running
+
+
+def launch(
+    config: StackConfig,
+    running: list[Running],
+    name: str,
+    argv: list[str],
+    env: dict[str, str],
+    ready: Callable[[], bool],
+    url: str,
+) -> Running:
+    """Start one process in its own session, record it in ``running`` (replacing an
+    entry of the same name) and in the state file, and wait until it is ready. Used by
+    ``up`` and by the supervisor's restarts."""
+    log = config.dir / "logs" / f"{name}.log"
+    with log.open("ab") as out:
+        proc = subprocess.Popen(  # noqa: S603 - our argv, no shell
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=env or None,
+            start_new_session=True,
+        )
+    started = Running(name, proc.pid, start_ticks(proc.pid) or -1, url)
+    at = next((i for i, r in enumerate(running) if r.name == name), None)
+    if at is None:
+        running.append(started)
+    else:
+        running[at] = started
+    write_state(config, running)
+    _wait_ready(name, ready, proc, log)
+    return started
 
 
 def _banner(config: StackConfig) -> str:
@@ -501,20 +535,27 @@ def up(config: StackConfig, detach: bool) -> int:
     except StackError as exc:
         sys.stderr.write(f"modelgate stack: {exc}\n")
         return 1
-    print(_banner(config), flush=True)  # noqa: T201
+    from modelgate import supervisor  # builds on this module
+
     if detach:
+        try:
+            supervisor.spawn(config)
+        except StackError as exc:
+            sys.stderr.write(f"modelgate stack: {exc}\n")
+            stop_all(config, read_state(config))
+            return 1
+        print(_banner(config), flush=True)  # noqa: T201
         print("running in the background; stop it with: make down", flush=True)  # noqa: T201
         return 0
+    print(_banner(config), flush=True)  # noqa: T201
     print("Ctrl-C stops every process of the stack.", flush=True)  # noqa: T201
-    died: Running | None = None
-    while not stop.wait(0.5):
-        died = next((r for r in running if not _alive(r.pid, r.started)), None)
-        if died is not None:
-            break
+    # This process supervises: dead replicas are started again; any other death stops all.
+    keeper = supervisor.Supervisor(config, running)
+    died = keeper.run(stop, stop_on_death=True)
     if died is not None:
-        sys.stderr.write(f"modelgate stack: {died.name} (pid {died.pid}) exited; stopping\n")
+        sys.stderr.write(f"modelgate stack: {died} exited; stopping\n")
     print("stopping…", flush=True)  # noqa: T201
-    stop_all(config, running)
+    stop_all(config, keeper.running)
     return 1 if died is not None else 0
 
 
@@ -550,4 +591,21 @@ def main(args: argparse.Namespace) -> int:
         return up(config, args.detach)
     if args.action == "down":
         return down(config)
+    if args.action in ("restart", "reload", "supervise"):
+        return operate(config, args)
     return status(config)
+
+
+def operate(config: StackConfig, args: argparse.Namespace) -> int:
+    """restart / reload go to the stack's supervisor (supervisor.py); supervise is it."""
+    from modelgate import supervisor
+
+    def say(message: str) -> None:
+        print(message, flush=True)  # noqa: T201
+
+    if args.action == "supervise":
+        return supervisor.supervise(config)
+    if args.action == "reload":
+        return supervisor.request(config, {"op": "reload"}, say)
+    op = {"op": "restart", "name": args.name, "rolling": args.rolling}
+    return supervisor.request(config, op, say)
