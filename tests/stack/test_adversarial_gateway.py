@@ -26,15 +26,7 @@ TRAVERSAL = {"parameters": {"version": "../../../x/iris/1"}}
         "/v2",
         "/models/",
         "/v1/models/churn/",
-        pytest.param(
-            "/admin",
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="nginx answers /admin with a 301 to http://<client Host>/admin/ "
-                "(location /admin/ + absolute redirects); the fix (absolute_redirect off) "
-                "is in infra/nginx, owned by the reliability branch",
-            ),
-        ),
+        "/admin",  # nginx's own /admin -> /admin/ redirect (absolute_redirect off)
     ],
 )
 def test_no_answer_redirects_to_the_clients_host(stack: Stack, path: str) -> None:
