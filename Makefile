@@ -13,7 +13,7 @@ PORT ?= 8000
 WORKERS ?= 2
 MODELGATE := $(VENV)/bin/modelgate
 
-.PHONY: help venv lock models os-deps run up down status serve test lint fmt clean bench
+.PHONY: help venv lock models os-deps run up down status serve test test-faults lint fmt clean bench
 
 help:
 	@echo "make run    - the native stack in the foreground: gateway on http://127.0.0.1:8080"
@@ -21,6 +21,8 @@ help:
 	@echo "make up     - the same in the background; make status, make down"
 	@echo "make serve  - one replica alone on http://$(HOST):$(PORT)"
 	@echo "make test   - lint, type-check and run every test tier"
+	@echo "make test-faults - F1-F13 against a real stack under load; writes"
+	@echo "              tests/faults/RESULTS.md (about 15 minutes; FAULTS_SOAK_S=600 for a full soak)"
 	@echo "make models - (re)build the demo model repository in models/"
 	@echo "make bench  - every benchmark scenario; writes bench/RESULTS.md (about 20 minutes)"
 
@@ -86,6 +88,11 @@ $(MLFLOW_STAMP): $(MLFLOW_LOCK)
 
 test: lint models os-deps $(MLFLOW_STAMP)
 	$(PY) -m pytest
+
+# The fault suite (tests/faults/): collected only with MODELGATE_FAULTS=1. Durations:
+# FAULTS_SOAK_S (F13, 180), FAULTS_OVERLOAD_S (F10, 30), FAULTS_KEEPALIVE_ROUNDS (F7, 1).
+test-faults: models os-deps
+	MODELGATE_FAULTS=1 $(PY) -m pytest tests/faults -v -p no:cacheprovider $(FAULTS_ARGS)
 
 # Not part of `make test` (a smoke run of every scenario is). BENCH_ARGS=--seconds 30 …
 bench: models os-deps

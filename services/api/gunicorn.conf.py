@@ -26,6 +26,13 @@ preload_app = False
 # client can't choose the IP that quotas are keyed on.
 forwarded_allow_ips = os.environ.get("MODELGATE_TRUSTED_PROXIES", "127.0.0.1")
 
+# Recycle a worker after this many requests (plus up to the jitter, so that a replica's
+# workers don't all go at once); 0, the default, never. A bound on slow leaks for those
+# who want one: the worker finishes what it holds, and the gateway retries a request
+# that finds its kept-alive connection closed (the fault suite's F6 runs with it).
+max_requests = int(os.environ.get("MODELGATE_MAX_REQUESTS", "0"))
+max_requests_jitter = int(os.environ.get("MODELGATE_MAX_REQUESTS_JITTER", "0"))
+
 # A worker that blocks its event loop this long is killed and replaced.
 timeout = 60
 # On SIGTERM, workers stop accepting, finish in-flight requests, then exit; compose's
@@ -77,6 +84,12 @@ def child_exit(server, worker):  # type: ignore[no-untyped-def]
     from prometheus_client import multiprocess
 
     multiprocess.mark_process_dead(worker.pid)
+    metrics_dir = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if server.cfg.max_requests > 0 and metrics_dir:
+        # A dead worker serves no more, however it ended (modelgate/recycling.py).
+        from modelgate.recycling import Siblings
+
+        Siblings.of_replica(metrics_dir, server.cfg.workers).gone(worker.pid)
 
 
 def on_exit(server):  # type: ignore[no-untyped-def]

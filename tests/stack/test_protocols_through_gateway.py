@@ -45,7 +45,13 @@ def test_v2_repository_load_is_fleet_wide_and_admin_only(stack: Stack) -> None:
     admin = {"X-API-Key": ADMIN_KEY}
     with pytest.raises(Exception, match="admin key is required"):
         client.load_model("churn", config=None)
-    index = {(m["name"], m["version"]): m["state"] for m in client.get_model_repository_index()}
+    # Issue 18: the index is an admin route too.
+    with pytest.raises(Exception, match="admin key is required"):
+        client.get_model_repository_index()
+    index = {
+        (m["name"], m["version"]): m["state"]
+        for m in client.get_model_repository_index(headers=admin)
+    }
     assert index[("churn", "1")] == index[("churn", "2")] == "READY"
     try:
         r = httpx.post(

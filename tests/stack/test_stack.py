@@ -24,7 +24,7 @@ def test_status_reports_every_process_ready(stack: Stack) -> None:
     names = [line.split()[0] for line in lines]
     assert names == [
         *("redis", "redis-exporter", "api-1", "api-2", "api-3"),
-        *("gateway", "nginx-exporter", "prometheus"),
+        *("gateway", "nginx-exporter", "prometheus", "supervisor"),
     ]
     assert all(" ready " in line for line in lines)
 

@@ -102,9 +102,11 @@ def test_dead_redis_is_a_miss_and_then_costs_nothing() -> None:
 
 def test_cache_key_is_model_version_sha_and_canonical_row() -> None:
     row = np.array([35, 1.0, 0], dtype=np.float32)
-    key = cache_key("churn", "2", "ab" * 32, row)
-    name, model, version, sha, rowhash = key.split(":")
-    assert (name, model, version, sha) == ("pred", "churn", "2", "ab" * 6)
+    # Issue 18: the key also names the manifest's digest (a manifest-only edit is new).
+    key = cache_key("churn", "2", "ab" * 32, "ef" * 32, row)
+    name, model, version, sha, manifest, rowhash = key.split(":")
+    assert (name, model, version, sha, manifest) == ("pred", "churn", "2", "ab" * 6, "ef" * 6)
     assert rowhash == hashlib.sha256(row.tobytes()).hexdigest()
-    assert cache_key("churn", "3", "ab" * 32, row) != key
-    assert cache_key("churn", "2", "cd" * 32, row) != key
+    assert cache_key("churn", "3", "ab" * 32, "ef" * 32, row) != key
+    assert cache_key("churn", "2", "cd" * 32, "ef" * 32, row) != key
+    assert cache_key("churn", "2", "ab" * 32, "01" * 32, row) != key

@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import time
 
+import pytest
+
 from modelgate.ratelimit import BATCH_SCOPE, PREDICT_SCOPE, MemoryWindows, Quotas
 from modelgate.settings import RateLimitSettings
 
@@ -74,3 +76,21 @@ def test_raw_headers_of_an_allowed_answer_match_its_headers() -> None:
             "x-ratelimit-reset": named["x-ratelimit-reset"],
         }
     )
+
+
+def test_memory_fallback_stays_o1_with_many_live_clients(monkeypatch: pytest.MonkeyPatch) -> None:
+    """With more live windows than the sweep threshold, a check must not rescan them all
+    (it did: every hit past 10,000 clients rebuilt the whole map)."""
+    clock = Clock()
+    windows = MemoryWindows(clock)
+    sweeps = []
+    real = windows._sweep
+
+    def counted(now: float) -> None:
+        sweeps.append(now)
+        real(now)
+
+    monkeypatch.setattr(windows, "_sweep", counted)
+    for i in range(40_000):
+        windows.hit([f"quota:predict:ip:{i}:m"], [60_000], 1)
+    assert len(sweeps) <= 3  # past 10k, then 20k, then 40k live windows

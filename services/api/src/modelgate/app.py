@@ -34,7 +34,7 @@ from modelgate.logging import configure_logging
 from modelgate.metrics import Metrics
 from modelgate.middleware import Edge
 from modelgate.openapi import install_openapi
-from modelgate.predlog import PredictionLog
+from modelgate.predlog import PredictionLog, Rotation
 from modelgate.ratelimit import Quotas
 from modelgate.rediscache import RedisCache
 from modelgate.registry import MlflowRegistry, ModelRef
@@ -103,7 +103,7 @@ def build_cache(settings: Settings, metrics: Metrics | None = None) -> Predictio
     if not (settings.cache.enabled and settings.redis_url):
         return NullCache()
     cache = RedisCache.from_url(
-        settings.redis_url,
+        settings.redis_connection_url,
         ttl_seconds=settings.cache.ttl_seconds,
         timeout_s=settings.cache.timeout_ms / 1000,
         breaker_s=settings.cache.breaker_seconds,
@@ -122,6 +122,12 @@ def build_prediction_log(settings: Settings, metrics: Metrics) -> PredictionLog 
         settings.instance,
         max_queue=settings.prediction_log.max_queue,
         on_result=lambda result, n: metrics.prediction_log.labels(result).inc(n),
+        max_queue_bytes=settings.prediction_log.max_queue_bytes,
+        rotation=Rotation(
+            rotate_s=settings.prediction_log.rotate_s,
+            max_file_bytes=settings.prediction_log.max_file_bytes,
+            max_total_bytes=settings.prediction_log.max_total_bytes,
+        ),
     )
 
 
@@ -188,7 +194,7 @@ def create_app(settings: Settings | None = None) -> ModelGateApp:
         # Catch up with fleet-wide loads/unloads before serving, then follow them.
         control = FleetControl(
             repository,
-            settings.redis_url,
+            settings.redis_connection_url,
             settings.instance,
             on_change=lambda: metrics.served(served_versions(repository)),
         )
@@ -200,7 +206,9 @@ def create_app(settings: Settings | None = None) -> ModelGateApp:
         )
         if follower is not None:
             await follower.start()
-        quotas = Quotas(settings.rate_limit, settings.redis_url, settings.cache.breaker_seconds)
+        quotas = Quotas(
+            settings.rate_limit, settings.redis_connection_url, settings.cache.breaker_seconds
+        )
         _drain_on_sigterm(lifecycle)
         # torch, FastAPI and the models leave about a million long-lived objects; a full
         # garbage collection walks them all (hundreds of ms, a p99 spike). Frozen, the
@@ -242,6 +250,9 @@ def create_app(settings: Settings | None = None) -> ModelGateApp:
         version=__version__,
         description="Serve PyTorch models over HTTP: validated, batched, observable.",
         lifespan=lifespan,
+        # Starlette answers "/health/" with a redirect built from the client's Host
+        # header: an open redirect. A path is served as written, or 404.
+        redirect_slashes=False,
     )
     app.state.repository = None
     # One registry per app (tests build several); with PROMETHEUS_MULTIPROC_DIR set the

@@ -4,10 +4,13 @@
 building its own app with ``create_app()``. Options become ``MODELGATE_*`` environment
 variables, so the workers read them through ``Settings`` like any other deployment.
 
-``modelgate stack up|down|status`` runs the whole native stack (see ``stack.py``).
+``modelgate stack up|down|status`` runs the whole native stack (see ``stack.py``);
+``modelgate stack restart [--rolling] [NAME]`` and ``modelgate stack reload`` change it
+while it runs (see ``supervisor.py``).
 
 ``modelgate import`` turns a trained checkpoint into a verified repository version
-(see ``importer.py``).
+(see ``importer.py``); ``modelgate pull`` fetches one from the MLflow registry
+(see ``registry.py``).
 """
 
 from __future__ import annotations
@@ -119,8 +122,17 @@ def build_parser() -> argparse.ArgumentParser:
     pl.set_defaults(func=pull)
 
     s = sub.add_parser("stack", help="the native stack: redis, 3 replicas, nginx, prometheus")
-    s.add_argument("action", choices=["up", "down", "status"])
+    s.add_argument(
+        "action",
+        choices=["up", "down", "status", "restart", "reload", "supervise"],
+        help="restart: drain and restart the replicas (or NAME); reload: the gateway's "
+        "configuration, checked first; supervise: what `up --detach` leaves running",
+    )
+    s.add_argument("name", nargs="?", default=None, help="restart: one process (e.g. api-2)")
     s.add_argument("--detach", action="store_true", help="up: return once everything is ready")
+    s.add_argument(
+        "--rolling", action="store_true", help="restart: one at a time, each ready first"
+    )
     s.add_argument("--model-repository", default=None)
     s.set_defaults(func=stack)
     return parser

@@ -37,8 +37,14 @@ import orjson
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
-from modelgate.errors import ModelLoadError, ModelNotFound, ModelRefused
-from modelgate.repository import ModelRepository
+from modelgate.errors import InvalidInput, ModelLoadError, ModelNotFound, ModelRefused
+from modelgate.repository import (
+    ModelRepository,
+    check_name,
+    check_version,
+    valid_name,
+    valid_version,
+)
 from modelgate.runtime import load_model
 
 log = logging.getLogger("modelgate.control")
@@ -66,11 +72,29 @@ class Command:
         return {"command": orjson.dumps(asdict(self)).decode()}
 
     @classmethod
-    def decode(cls, fields: dict[str, str]) -> Command:
-        raw = orjson.loads(fields["command"])
-        if raw.get("action") not in ("load", "unload"):
-            raise ValueError(f"unknown action {raw.get('action')!r}")
-        return cls(**raw)
+    def decode(cls, fields: dict[bytes, bytes]) -> Command:
+        """One stream entry, parsed against the strict schema the fleet writes. The stream
+        is untrusted input (anyone who can write to Redis can append to it): anything
+        else raises ValueError, and the follower logs and skips it."""
+        if set(fields) != {b"command"}:
+            raise ValueError(f"unexpected fields {sorted(fields)[:5]!r}")
+        raw = orjson.loads(fields[b"command"])  # ValueError on bad JSON or bad UTF-8
+        if not isinstance(raw, dict) or set(raw) != _COMMAND_FIELDS:
+            raise ValueError("not a command object")
+        action, model, version = raw["action"], raw["model"], raw["version"]
+        if action not in ("load", "unload"):
+            raise ValueError(f"unknown action {str(action)[:40]!r}")
+        if not valid_name(model):
+            raise ValueError(f"bad model name {str(model)[:80]!r}")
+        if not (valid_version(version) or (version is None and action == "unload")):
+            raise ValueError(f"bad version {str(version)[:40]!r}")
+        origin, issued_at = raw["origin"], raw["issued_at"]
+        if not (isinstance(origin, str) and isinstance(issued_at, str)):
+            raise ValueError("origin and issued_at must be strings")
+        return cls(action, model, version, origin[:200], issued_at[:64])
+
+
+_COMMAND_FIELDS = frozenset({"action", "model", "version", "origin", "issued_at"})
 
 
 @dataclass(frozen=True)
@@ -98,7 +122,7 @@ def apply_command(repository: ModelRepository, command: Command) -> Outcome:
             return Outcome(True, f"serving {command.model} v{loaded.version}")
         repository.unload_version(command.model, command.version)
         return Outcome(True, f"unloaded {command.model} v{command.version or '*'}")
-    except (ModelLoadError, ModelNotFound) as exc:
+    except (ModelLoadError, ModelNotFound, InvalidInput) as exc:
         log.error(
             "fleet command refused by this worker",
             extra={"model": command.model, "version": command.version, "reason": str(exc)},
@@ -108,13 +132,18 @@ def apply_command(repository: ModelRepository, command: Command) -> Outcome:
 
 def verify_version(repository: ModelRepository, name: str, version: str) -> str:
     """What the receiving worker checks before telling the fleet: the version is on disk,
-    its file matches the manifest's sha256 and it loads and warms. Returns the sha256."""
+    its file matches the manifest's sha256 and it loads and warms. Returns the sha256.
+    The name and version are checked by the repository (InvalidInput, 422) first."""
+    check_name(name)
+    check_version(version)
     if not (repository.root / name / version).is_dir():
         raise ModelNotFound(f"no version {version!r} of model {name!r} in the repository")
     try:
         manifest = repository.read_manifest(name, version)
-        load_model(repository.root / name / version, manifest)  # a trial, then dropped
+        # a trial, then dropped
+        load_model(repository.load_dir(name, version, manifest), manifest)
     except ModelLoadError as exc:
+        repository.record_failure(name, version, str(exc))  # for /health's count and the index
         raise ModelRefused(f"version {version!r} of {name!r} refused: {exc}") from exc
     return manifest.sha256
 
@@ -138,6 +167,8 @@ class FleetControl:
         self._outcomes: dict[str, Outcome] = {}
         self._applied = asyncio.Condition()
         self._redis_ok = False
+        self.follower_restarts = 0
+        self.skipped_commands = 0
 
     @property
     def propagates(self) -> bool:
@@ -149,9 +180,11 @@ class FleetControl:
         """Catch up with the fleet before serving, then follow it in the background."""
         if not self.redis_url:
             return
+        # Raw bytes: an entry that isn't UTF-8 is refused by Command.decode, instead of
+        # failing inside XREAD for every entry after it.
         self._redis = aioredis.from_url(
             self.redis_url,
-            decode_responses=True,
+            decode_responses=False,
             socket_connect_timeout=1.0,
             socket_timeout=BLOCK_MS / 1000 + 4,  # longer than a blocking XREAD
         )
@@ -159,6 +192,8 @@ class FleetControl:
             await self._read(block_ms=None)
         except (RedisError, OSError) as exc:
             log.warning("no fleet control yet (Redis unreachable)", extra={"reason": str(exc)})
+        except Exception:  # never crash-loop a booting worker over the stream
+            log.exception("fleet control catch-up failed; the follower retries")
         self._tasks = [
             asyncio.create_task(self._follow(), name="fleet-follow"),
             asyncio.create_task(self._heartbeat(), name="fleet-heartbeat"),
@@ -186,8 +221,8 @@ class FleetControl:
             if not batches:
                 return
             for _stream, entries in batches:
-                for entry_id, fields in entries:
-                    await self._apply(entry_id, fields)
+                for raw_id, fields in entries:
+                    await self._apply(raw_id.decode("ascii", "replace"), fields)
             block_ms = None  # drain what is there, then return to the caller's loop
 
     async def _follow(self) -> None:
@@ -204,12 +239,35 @@ class FleetControl:
                 self._redis_ok = False
                 await asyncio.sleep(pause)  # back off before reconnecting
                 pause = min(pause * 2, 5.0)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                # A bug or an input nobody foresaw: the follower restarts rather than
+                # leaving this worker deaf to the fleet; /health shows the count.
+                self.follower_restarts += 1
+                log.exception("fleet follower failed; restarting it")
+                self._redis_ok = False
+                await asyncio.sleep(pause)
+                pause = min(pause * 2, 5.0)
 
-    async def _apply(self, entry_id: str, fields: dict[str, str]) -> None:
+    def following(self) -> dict[str, Any]:
+        """For /health: is this worker following the fleet, and how often it restarted."""
+        task = self._tasks[0] if self._tasks else None
+        return {
+            "enabled": self._redis is not None,
+            "following": self._redis_ok and task is not None and not task.done(),
+            "follower_restarts": self.follower_restarts,
+            "skipped_commands": self.skipped_commands,
+        }
+
+    async def _apply(self, entry_id: str, fields: dict[bytes, bytes]) -> None:
         try:
             command = Command.decode(fields)
         except (ValueError, TypeError, KeyError) as exc:
-            log.error("unreadable fleet command", extra={"id": entry_id, "reason": str(exc)})
+            self.skipped_commands += 1
+            log.error(
+                "unreadable fleet command skipped", extra={"id": entry_id, "reason": str(exc)}
+            )
             outcome = Outcome(False, "unreadable command")
         else:
             outcome = await self._apply_here(command)
@@ -261,6 +319,9 @@ class FleetControl:
 
     async def unload(self, name: str, version: str | None) -> Issued:
         """Stop serving one loaded version, or the whole model, fleet-wide."""
+        check_name(name)
+        if version is not None:
+            check_version(version)
         entry = self.repository.entry(name)
         if version is not None and version not in entry.versions:
             raise ModelNotFound(f"model {name!r} has no loaded version {version!r}")
@@ -301,17 +362,23 @@ class FleetControl:
             except (RedisError, OSError):
                 return []
             now = time.time()
-            workers = [orjson.loads(v) for v in raw.values()]
-            workers = [w for w in workers if now - w["seen"] < STALE_S]
+            workers = []
+            for value in raw.values():  # reports are untrusted too: skip what doesn't parse
+                with contextlib.suppress(ValueError, TypeError, KeyError, AttributeError):
+                    w = orjson.loads(value)
+                    if now - float(w["seen"]) < STALE_S and isinstance(w["models"], dict):
+                        workers.append(w)
         out = []
-        for w in sorted(workers, key=lambda w: (w["instance"], w["pid"])):
-            served = w["models"].get(model)
-            out.append(
-                {
-                    "instance": w["instance"],
-                    "pid": w["pid"],
-                    "default_version": served["default_version"] if served else None,
-                    "versions": served["versions"] if served else [],
-                }
-            )
+        for w in workers:
+            with contextlib.suppress(AttributeError, KeyError, TypeError, ValueError):
+                served = w["models"].get(model)
+                out.append(
+                    {
+                        "instance": str(w["instance"]),
+                        "pid": int(w["pid"]),
+                        "default_version": served["default_version"] if served else None,
+                        "versions": list(served["versions"]) if served else [],
+                    }
+                )
+        out.sort(key=lambda w: (w["instance"], w["pid"]))
         return out

@@ -48,6 +48,7 @@ from modelgate.manifest import (
     Task,
     read_manifest,
 )
+from modelgate.repository import valid_name
 from modelgate.runtime import LoadedModel, load_model
 
 # Where a checkpoint dict usually keeps its weights (the tutorials, Lightning, HF Trainer).
@@ -369,7 +370,7 @@ def import_model(
     samples: int = 64,
 ) -> ImportResult:
     """Export, write, verify through the replica's loader, compare; atomic on disk."""
-    if not MODEL_NAME.fullmatch(name):
+    if not valid_name(name):  # the repository's one rule for names from outside
         raise ImportError_(f"model name {name!r} must match {MODEL_NAME.pattern}")
     module = serving_module(net, spec)
     model_dir = repository / name

@@ -9,7 +9,12 @@ instead of producing a config that means something else.
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
+import os
 import re
+import stat
+import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -60,7 +65,7 @@ def render_native_gateway(
 ) -> Path:
     """Write the site config and a main config around it; returns the main config."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    temp = out_dir / "temp"
+    temp = _temp_dir(out_dir)
     for sub in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"):
         (temp / sub).mkdir(parents=True, exist_ok=True)
     site = out_dir / "gateway.conf"
@@ -76,3 +81,24 @@ def render_native_gateway(
     }
     main.write_text(render((infra / "nginx/native.conf.template").read_text(), main_values))
     return main
+
+
+def _temp_dir(out_dir: Path) -> Path:
+    """Where nginx buffers bodies past ``client_body_buffer_size``.
+
+    Run as root, nginx's workers run as ``nobody`` and must reach this folder: inside a
+    0700 parent (a home folder, pytest's temporary folders) they can't, and every body
+    over 64 KiB is answered 500. So, as root, the folder is a private one in the system's
+    temporary directory, traversable (0711) but not listable, named after the stack."""
+    if os.geteuid() != 0:
+        return out_dir / "temp"
+    digest = hashlib.sha256(str(out_dir.resolve()).encode()).hexdigest()[:16]
+    temp = Path(tempfile.gettempdir()) / f"modelgate-nginx-{digest}"
+    with contextlib.suppress(FileExistsError):
+        temp.mkdir(mode=0o711)
+    info = temp.lstat()
+    # In a shared /tmp, refuse a name someone else created (or a symlink planted there).
+    if not stat.S_ISDIR(info.st_mode) or info.st_uid != 0:
+        raise RenderError(f"{temp} exists and is not a folder of root's")
+    temp.chmod(0o711)
+    return temp

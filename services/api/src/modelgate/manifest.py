@@ -6,6 +6,7 @@ come from here, as do class names and the batching limits of the model.
 
 from __future__ import annotations
 
+import hashlib
 import re
 from enum import StrEnum
 from functools import cached_property
@@ -15,7 +16,10 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 MANIFEST_FILE = "model.json"
-MODEL_NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,63}$")
+# The documented model-name and version formats (README, "Model repository"); every name
+# or version from outside is checked against them by ModelRepository before use.
+MODEL_NAME = re.compile(r"[a-z0-9][a-z0-9_.-]{0,63}")
+VERSION = re.compile(r"0|[1-9][0-9]{0,8}")  # ASCII digits, no leading zero: one spelling
 
 
 class Task(StrEnum):
@@ -71,7 +75,7 @@ class Manifest(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     name: str
-    version: str = Field(pattern=r"^[0-9]{1,9}$")
+    version: str = Field(pattern=r"^(?:0|[1-9][0-9]{0,8})$")
     task: Task
     format: ModelFormat
     file: str = Field(pattern=r"^[A-Za-z0-9_.-]+$", description="model file in this directory")
@@ -85,7 +89,7 @@ class Manifest(BaseModel):
 
     @model_validator(mode="after")
     def _consistent(self) -> Manifest:
-        if not MODEL_NAME.match(self.name):
+        if not MODEL_NAME.fullmatch(self.name):
             raise ValueError(f"model name {self.name!r} must match {MODEL_NAME.pattern}")
         names = [i.name for i in self.inputs]
         if len(set(names)) != len(names):
@@ -98,6 +102,12 @@ class Manifest(BaseModel):
         if self.task is Task.REGRESSION and n:
             raise ValueError("a regression model has no classes")
         return self
+
+    @cached_property
+    def digest(self) -> str:
+        """sha256 of the manifest's content (canonical JSON): names the manifest in cache
+        keys, so an edit of class names or bounds alone never meets an old answer."""
+        return hashlib.sha256(self.model_dump_json().encode()).hexdigest()
 
     @cached_property
     def input_names(self) -> list[str]:

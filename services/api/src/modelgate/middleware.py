@@ -16,6 +16,7 @@ import re
 import time
 from typing import Any
 
+from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from modelgate.accesslog import AccessLog
@@ -27,7 +28,7 @@ from modelgate.metrics import Metrics
 errors_log = logging.getLogger("modelgate.errors")
 
 # A client's id is echoed and logged, so only a short, harmless charset is accepted.
-_VALID_REQUEST_ID = re.compile(rb"^[A-Za-z0-9._:\-]{1,128}$")
+_VALID_REQUEST_ID = re.compile(rb"[A-Za-z0-9._:\-]{1,128}")  # fullmatch: "$" admits "\n"
 # What prediction endpoints note in the request state for the access line (predict.py).
 _FROM_STATE = ("model", "version", "cache", "batch_rows")
 
@@ -51,7 +52,7 @@ class Edge:
         request_id = ""
         for key, value in scope["headers"]:
             if key == b"x-request-id":
-                if _VALID_REQUEST_ID.match(value):
+                if _VALID_REQUEST_ID.fullmatch(value):
                     request_id = value.decode()
                 break
         if not request_id:
@@ -75,6 +76,11 @@ class Edge:
         self.requests_in_flight += 1
         try:
             await self.app(scope, receive, send_with_id)
+        except ClientDisconnect:
+            # The client went away mid-body: nobody to answer, and not a server error.
+            # 499 is nginx's "client closed request", so the access line and the status
+            # metric say what happened without counting a 5xx.
+            status = 499
         except Exception as exc:
             errors_log.error("unhandled error", exc_info=exc, extra={"request_id": request_id})
             if not response_started:

@@ -6,11 +6,22 @@ written by all of the replica's workers. Each worker appends whole batches of li
 one ``write`` on an ``O_APPEND`` descriptor, so lines from different workers never
 interleave.
 
+Operable on a disk of fixed size (see ``Rotation``):
+
+* by time: a new file each UTC day (or each ``rotate_s`` slot, named by its start);
+* by size: the file being written that has reached ``max_file_bytes`` is renamed to
+  ``<name>.<HHMMSSffffff>.jsonl`` by the first worker that sees it, and a fresh one is
+  started. Workers compare inodes before each write, so the others follow at their next
+  batch; a batch in flight lands in the renamed file, complete (rename keeps the inode);
+* in total: past ``max_total_bytes`` the replica's oldest files are deleted first, never
+  the one being written.
+
 The request path only appends a record to a list; the records of 50 ms (or 500 records)
 are handed to a background thread together, which formats and writes them: one queue
 item and one thread wake-up for all of them. (Per event-loop turn, as it was, meant
 hundreds of wake-ups a second under load, each a GIL hand-off: ~5 % of a replica.)
-More than ``max_queue`` records waiting drops the record, and a full disk or an
+More than ``max_queue`` records, or more than ``max_queue_bytes`` of them (a 1000-row
+record holds about 260 KB once formatted), waiting drops the record, and a full disk or an
 unwritable directory drops the batch; both are counted and logged (at most once a
 minute), and never fail a prediction or slow it down.
 
@@ -31,10 +42,11 @@ import contextlib
 import logging
 import os
 import queue
+import re
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +63,36 @@ SCHEMA_VERSION = 1
 HAND_OVER_AFTER_S = 0.05
 HAND_OVER_RECORDS = 500
 _ERROR_LOG_INTERVAL_S = 60.0
+# What a record costs in memory per row beyond its input values: the outputs' dict and its
+# values (measured with tracemalloc on churn: ~230 bytes), and per record the rest.
+_BYTES_PER_OUTPUT_ROW = 256
+_BYTES_PER_RECORD = 512
+# How often the total size is checked besides at each new file (a listdir and a stat per
+# file: nothing on the request path, and seldom enough to cost nothing on the writer).
+_CAP_CHECK_INTERVAL_S = 30.0
+DAY_S = 86_400
+
+
+@dataclass(frozen=True)
+class Rotation:
+    """When a new file starts and how much the files may hold together."""
+
+    rotate_s: int = DAY_S  # a new file every slot of this many seconds (UTC)
+    max_file_bytes: int = 256 * 1024 * 1024
+    max_total_bytes: int = 4 * 1024 * 1024 * 1024
+    clock: Callable[[], float] = field(default=time.time, compare=False)
+
+    def slot_name(self, ts: float) -> str:
+        """The file's time part: its slot's start, a plain day for daily files."""
+        start = ts - ts % self.rotate_s
+        if self.rotate_s % DAY_S == 0:
+            return time.strftime("%Y-%m-%d", time.gmtime(start))
+        return time.strftime("%Y-%m-%dT%H%M%S", time.gmtime(start))
+
+
+def record_bytes(rows: np.ndarray, n_outputs: int) -> int:
+    """What a waiting record holds in memory, near enough to bound the queue by."""
+    return int(rows.nbytes) + n_outputs * _BYTES_PER_OUTPUT_ROW + _BYTES_PER_RECORD
 
 
 @dataclass(slots=True)
@@ -86,11 +128,20 @@ class PredictionLog:
         instance: str,
         max_queue: int = 10_000,
         on_result: Callable[[str, int], None] | None = None,
+        max_queue_bytes: int = 64 * 1024 * 1024,
+        rotation: Rotation | None = None,
     ) -> None:
         self.directory = directory
         self.instance = instance
         self.on_result = on_result  # ("written" | "dropped" | "failed", records)
         self.max_queue = max_queue
+        self.max_queue_bytes = max_queue_bytes
+        self.rotation = rotation or Rotation()
+        # This replica's files, and only its own: "api-1" must not match "api-10-…".
+        self._ours = re.compile(re.escape(instance) + r"-\d{4}-\d\d-\d\d[^/]*\.jsonl")
+        self._bytes = 0  # bytes of records appended, not yet written; under _lock
+        self._path: Path | None = None
+        self._next_cap_check = 0.0
         self._turn: NextTurn[Record] = NextTurn(
             self._hand_over, after_s=HAND_OVER_AFTER_S, max_items=HAND_OVER_RECORDS
         )
@@ -99,13 +150,21 @@ class PredictionLog:
         self._queue: queue.Queue[list[Record] | None] = queue.Queue()
         self._thread = threading.Thread(target=self._run, name="prediction-log", daemon=True)
         self._fd: int | None = None
-        self._day = ""
         self._last_error_log = 0.0
         self._thread.start()
 
     def append(self, record: Record) -> None:
-        """Never blocks: past ``max_queue`` waiting records, the record is dropped."""
-        if self._waiting + len(self._turn) >= self.max_queue:
+        """Never blocks: past ``max_queue`` waiting records or ``max_queue_bytes`` of
+        them, the record is dropped."""
+        size = record_bytes(record.rows, len(record.outputs))
+        with self._lock:
+            full = (
+                self._waiting + len(self._turn) >= self.max_queue
+                or self._bytes + size > self.max_queue_bytes
+            )
+            if not full:
+                self._bytes += size
+        if full:
             self._count("dropped", 1)
             self._warn("prediction log queue full; dropping records")
             return
@@ -138,8 +197,10 @@ class PredictionLog:
             records = [r for b in batch if b is not None for r in b]
             if records:
                 self._write(records)
+                size = sum(record_bytes(r.rows, len(r.outputs)) for r in records)
                 with self._lock:
                     self._waiting -= len(records)
+                    self._bytes -= size
             if None in batch:
                 return
 
@@ -163,10 +224,19 @@ class PredictionLog:
     def _write(self, records: list[Record]) -> None:
         try:
             data = b"".join(self._line(r) for r in records)
-            fd = self._file(records[0].ts)
+            now = self.rotation.clock()
+            fd = self._file(now)
             written = os.write(fd, data)
             if written != len(data):
+                # A full disk takes part of the batch: cut it off again, or a torn line
+                # would run into the next one written. (With the disk full, no other
+                # worker has appended after it.)
+                with contextlib.suppress(OSError):
+                    os.ftruncate(fd, os.fstat(fd).st_size - written)
                 raise OSError(f"short write ({written} of {len(data)} bytes)")
+            if now >= self._next_cap_check and self._path is not None:
+                self._next_cap_check = now + _CAP_CHECK_INTERVAL_S
+                self._enforce_cap(self._path)
         except (OSError, ValueError, TypeError) as exc:
             self._count("failed", len(records))
             self._warn(f"prediction log write failed: {exc}")
@@ -174,21 +244,68 @@ class PredictionLog:
             return
         self._count("written", len(records))
 
-    def _file(self, ts: float) -> int:
-        day = iso_utc(ts)[:10]
-        if self._fd is None or day != self._day:
+    def _file(self, now: float) -> int:
+        """The descriptor to append to: today's (this slot's) file, a fresh one once it
+        has reached its size, and the one the other workers write to if one of them
+        rotated it."""
+        slot = self.rotation.slot_name(now)
+        path = self.directory / f"{self.instance}-{slot}.jsonl"
+        if self._fd is not None and path == self._path:
+            mine = os.fstat(self._fd)
+            try:
+                there = os.stat(path)
+            except FileNotFoundError:
+                there = None  # another worker rotated it and nothing is there yet
+            if there is None or there.st_ino != mine.st_ino:
+                self._reset()
+            elif mine.st_size >= self.rotation.max_file_bytes:
+                self._rotate(path, now)
+                self._reset()
+        if self._fd is None or path != self._path:
             self._reset()
             self.directory.mkdir(parents=True, exist_ok=True)
-            path = self.directory / f"{self.instance}-{day}.jsonl"
             self._fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
-            self._day = day
+            self._path = path
+            self._next_cap_check = 0.0  # a new file: check the total after this write
         return self._fd
+
+    def _rotate(self, path: Path, now: float) -> None:
+        stamp = time.strftime("%H%M%S", time.gmtime(now)) + f"{int(now % 1 * 1e6):06d}"
+        # Two workers may see the full file at once: the second finds it gone, or finds
+        # the first one's fresh file, which it leaves alone (another inode than ours).
+        with contextlib.suppress(FileNotFoundError):
+            if self._fd is not None and os.stat(path).st_ino == os.fstat(self._fd).st_ino:
+                path.rename(path.with_name(f"{path.stem}.{stamp}.jsonl"))
+
+    def _enforce_cap(self, current: Path) -> None:
+        """Delete this replica's oldest files until they hold at most max_total_bytes
+        together. The file being written counts, but is never deleted."""
+        files = []
+        for entry in os.scandir(self.directory):
+            if self._ours.fullmatch(entry.name):
+                with contextlib.suppress(FileNotFoundError):  # another worker's deletion
+                    st = entry.stat()
+                    files.append((st.st_mtime, entry.name, st.st_size))
+        total = sum(size for _, _, size in files)
+        for _, name, size in sorted(files):
+            if total <= self.rotation.max_total_bytes:
+                break
+            if name == current.name:
+                continue
+            with contextlib.suppress(FileNotFoundError):
+                (self.directory / name).unlink()
+            total -= size
+            log.info(
+                "prediction log over its total size: deleted the oldest file",
+                extra={"file": name, "bytes": size},
+            )
 
     def _reset(self) -> None:
         if self._fd is not None:
             with contextlib.suppress(OSError):
                 os.close(self._fd)
             self._fd = None
+            self._path = None
 
     def _count(self, result: str, n: int) -> None:
         if self.on_result is not None:

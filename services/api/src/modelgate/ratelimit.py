@@ -5,9 +5,12 @@ a limit of L per window is L across the fleet.
   batch route the ``batch`` quota, so a client can't multiply its quota by calling the
   same model under several paths.
 * Limits use the ``limits`` notation ("600/minute", "10/second;600/minute").
-* Identity: the API key when one is presented (hashed: Redis never sees a key), else the
-  client address — which is the real client's, since gunicorn trusts ``X-Forwarded-For``
-  only from the gateway (``forwarded_allow_ips``).
+* Identity: the API key when keys are configured (it was checked against them first;
+  hashed: Redis never sees a key), else the client address — which is the real client's,
+  since gunicorn trusts ``X-Forwarded-For`` only from the gateway
+  (``forwarded_allow_ips``). An unchecked key is never an identity.
+* V1 and V2 inference requests may carry many instances, so they are charged like the
+  native batch routes: one unit of the ``batch`` quota per request.
 * Fixed windows: a Lua script increments every limit of the route class and returns the
   counts and the windows' remaining time, so the check and the ``X-RateLimit-*`` headers
   cost one asynchronous round trip. The checks a worker's requests make in the same
@@ -105,13 +108,18 @@ return out
 LEASE_PERIOD_S = 0.05
 LEASE_MIN = 8
 LEASE_MAX = 1024
+SWEEP_MIN = 10_000  # windows/accounts kept before the idle ones are swept
 
 
-def client_identity(request: Request) -> str:
-    """Whom a quota belongs to: the API key's digest, else the client address."""
-    key = presented_key(request)
-    if key is not None:
-        return "key:" + _key_digest(key)
+def client_identity(request: Request, keys_configured: bool) -> str:
+    """Whom a quota belongs to: the API key's digest when keys are configured (the key
+    then passed ``require_client``: it is one of them), else the client address. A key
+    nobody checked is no identity: with no keys configured, a client rotating
+    ``X-API-Key`` values would otherwise get a fresh quota (and Redis key) per value."""
+    if keys_configured:
+        key = presented_key(request)
+        if key is not None:
+            return "key:" + _key_digest(key)
     client = request.scope.get("client")
     return "ip:" + (client[0] if client else "unknown")
 
@@ -168,11 +176,12 @@ class MemoryWindows:
     def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self.clock = clock
         self._windows: dict[str, tuple[int, float]] = {}  # key -> (count, ends at)
+        self._sweep_at = SWEEP_MIN
 
     def hit(self, keys: list[str], windows_ms: list[int], cost: int) -> list[tuple[int, int]]:
         now = self.clock()
-        if len(self._windows) > 10_000:  # many clients: forget the expired windows
-            self._windows = {k: w for k, w in self._windows.items() if w[1] > now}
+        if len(self._windows) > self._sweep_at:  # many clients: forget the expired windows
+            self._sweep(now)
         out = []
         for key, window_ms in zip(keys, windows_ms, strict=True):
             count, ends = self._windows.get(key, (0, 0.0))
@@ -182,6 +191,12 @@ class MemoryWindows:
             self._windows[key] = (count, ends)
             out.append((count, max(0, int((ends - now) * 1000))))
         return out
+
+    def _sweep(self, now: float) -> None:
+        self._windows = {k: w for k, w in self._windows.items() if w[1] > now}
+        # The next sweep waits until the map has doubled, so with many live clients a
+        # check costs O(1) amortised instead of a full scan each time.
+        self._sweep_at = max(SWEEP_MIN, 2 * len(self._windows))
 
 
 @dataclass(slots=True)
@@ -250,6 +265,7 @@ class Quotas:
         elif self.enabled:
             log.warning("rate limits without Redis are per worker, not fleet-wide")
         self._accounts: dict[tuple[str, str], _Account] = {}
+        self._sweep_at = SWEEP_MIN
         # Every check of one event-loop turn goes to Redis in one script call.
         self._hits: PerTurn[_Hit, _Grant] = PerTurn(self._send)
 
@@ -279,8 +295,9 @@ class Quotas:
     def _account(self, identity: str, scope: str, limits: list[_Limit]) -> _Account:
         account = self._accounts.get((scope, identity))
         if account is None:
-            if len(self._accounts) >= 10_000:  # many clients: forget the idle ones
+            if len(self._accounts) >= self._sweep_at:  # many clients: forget the idle ones
                 self._forget_idle()
+                self._sweep_at = max(SWEEP_MIN, 2 * len(self._accounts))  # O(1) amortised
             keys = [f"quota:{scope}:{identity}:{limit.suffix}" for limit in limits]
             account = self._accounts[(scope, identity)] = _Account(keys, since=self.clock())
         return account
@@ -382,7 +399,8 @@ def quota(scope: str) -> Callable[[Endpoint], Endpoint]:
             quotas: Quotas = request.scope["state"]["quotas"]
             if not quotas.enabled:
                 return await endpoint(*args, **kwargs)
-            verdict = await quotas.check(client_identity(request), scope)
+            keyed = bool(request.scope["state"]["settings"].auth.api_key_sha256)
+            verdict = await quotas.check(client_identity(request, keyed), scope)
             if not verdict.allowed:
                 request.app.state.metrics.rate_limited.labels(scope).inc()
                 raise RateLimited(

@@ -30,17 +30,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from modelgate.errors import ModelLoadError
 from modelgate.manifest import MANIFEST_FILE, MODEL_NAME, Manifest, read_manifest
+from modelgate.repository import valid_name, valid_version
 from modelgate.runtime import load_model
 
 ARTIFACT_DIR = "modelgate"  # where a version's files live among its run's artifacts
 _REF = re.compile(
     r"^models:/(?P<name>[^/@]+)(?:@(?P<alias>[A-Za-z0-9_-]{1,255})|/(?P<version>[0-9]{1,9}))$"
 )
-_VERSION = re.compile(r"^[1-9][0-9]{0,8}$")
 _MAX_ANSWER = 1 << 20  # registry JSON answers are small
 _MAX_ARTIFACT = 2 << 30  # a model file larger than this is refused rather than read
 
@@ -63,7 +63,11 @@ class ModelRef:
     @classmethod
     def parse(cls, text: str) -> ModelRef:
         m = _REF.match(text)
-        if not m or not MODEL_NAME.fullmatch(m["name"]):
+        if (
+            not m
+            or not valid_name(m["name"])
+            or not (m["version"] is None or valid_version(m["version"]))
+        ):
             raise RegistryError(
                 f"{text!r}: expected models:/NAME@ALIAS or models:/NAME/VERSION, "
                 f"NAME matching {MODEL_NAME.pattern}"
@@ -81,7 +85,14 @@ class ModelRef:
 class _VersionInfo(BaseModel):
     model_config = ConfigDict(extra="ignore")
     name: str
-    version: str = Field(pattern=_VERSION.pattern)
+    version: str
+
+    @field_validator("version")
+    @classmethod
+    def _version(cls, value: str) -> str:  # the repository's own rule: it names a folder
+        if not valid_version(value) or value == "0":
+            raise ValueError(f"registry version {value!r} is not a version number")
+        return value
 
 
 class _AliasAnswer(BaseModel):

@@ -12,8 +12,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from modelgate.errors import ModelLoadError, ModelNotFound, ModelNotReady
-from modelgate.manifest import Manifest, read_manifest
+from modelgate.errors import FieldError, InvalidInput, ModelLoadError, ModelNotFound, ModelNotReady
+from modelgate.manifest import MODEL_NAME, VERSION, Manifest, read_manifest
 from modelgate.runtime import LoadedModel, load_model
 
 log = logging.getLogger("modelgate.repository")
@@ -42,19 +42,75 @@ class LoadFailure:
     reason: str
 
 
-def _version_key(version: str) -> int:
-    return int(version)
+def version_order(version: str) -> int:
+    # Only versions that passed check_version are ever keys; anything else sorts first
+    # instead of raising, so a listing (/health, /models) can never fail on one.
+    return int(version) if VERSION.fullmatch(version) else -1
+
+
+def valid_name(name: object) -> bool:
+    return isinstance(name, str) and MODEL_NAME.fullmatch(name) is not None
+
+
+def valid_version(version: object) -> bool:
+    return isinstance(version, str) and VERSION.fullmatch(version) is not None
+
+
+def check_name(name: object, field: str = "name") -> str:
+    """A model name from outside (URL, body, control stream), or InvalidInput (422)."""
+    if not valid_name(name):
+        raise InvalidInput.for_fields(
+            [FieldError(field, f"must be a model name matching {MODEL_NAME.pattern}")]
+        )
+    return name  # type: ignore[return-value]
+
+
+def check_version(version: object, field: str = "version") -> str:
+    """A version from outside: ASCII digits without a leading zero (``"2"``; JSON ``2``
+    is accepted too), or InvalidInput (422). ``"01"``, ``"2.0"``, ``"²"`` are refused."""
+    if isinstance(version, int) and not isinstance(version, bool) and version >= 0:
+        version = str(version)
+    if not valid_version(version):
+        raise InvalidInput.for_fields(
+            [FieldError(field, 'must be a version number such as "2" (digits, no leading 0)')]
+        )
+    return version  # type: ignore[return-value]
+
+
+def _inside(root: Path, path: Path) -> bool:
+    """``path`` resolves (following every symlink) to a place under ``root``."""
+    try:
+        return path.resolve(strict=True).is_relative_to(root.resolve(strict=True))
+    except (OSError, RuntimeError):
+        return False
 
 
 def discover(root: Path) -> dict[str, list[str]]:
-    """Model names → version directory names (numeric, ascending) present on disk."""
+    """Model names → version directory names (numeric, ascending) present on disk.
+
+    Only names and versions of the documented formats, and only directories that stay
+    under ``root`` (a symlink out of the repository is skipped and logged)."""
     found: dict[str, list[str]] = {}
     if not root.is_dir():
         return found
-    for model_dir in sorted(p for p in root.iterdir() if p.is_dir()):
-        versions = [v.name for v in model_dir.iterdir() if v.is_dir() and v.name.isdigit()]
+    for model_dir in sorted(root.iterdir()):
+        if not valid_name(model_dir.name) or not model_dir.is_dir():
+            continue
+        if not _inside(root, model_dir):
+            log.error("model directory leaves the repository", extra={"model": model_dir.name})
+            continue
+        versions = []
+        for v in model_dir.iterdir():
+            if valid_version(v.name) and v.is_dir():
+                if _inside(root, v):
+                    versions.append(v.name)
+                else:
+                    log.error(
+                        "version directory leaves the repository",
+                        extra={"model": model_dir.name, "version": v.name},
+                    )
         if versions:
-            found[model_dir.name] = sorted(versions, key=_version_key)
+            found[model_dir.name] = sorted(versions, key=version_order)
     return found
 
 
@@ -95,13 +151,35 @@ class ModelRepository:
             models[name] = ModelEntry(name, versions, default, pinned=pinned is not None)
         self._models = models
 
+    def version_dir(self, name: str, version: str) -> Path:
+        """The one way from an outside name and version to a path: both are checked
+        (InvalidInput) and the directory must exist under the root without a symlink
+        leading out (ModelLoadError)."""
+        check_name(name)
+        check_version(version)
+        path = self.root / name / version
+        if not path.is_dir():
+            raise ModelLoadError(f"no version {version!r} of model {name!r} on disk")
+        if not _inside(self.root, path):
+            raise ModelLoadError(f"version {version!r} of {name!r} leaves the repository")
+        return path
+
+    def load_dir(self, name: str, version: str, manifest: Manifest) -> Path:
+        """The version directory, once its model file is known to stay under the root."""
+        path = self.version_dir(name, version) / manifest.file
+        if path.exists() and not _inside(self.root, path):
+            raise ModelLoadError(f"{manifest.file} of {name!r} v{version} leaves the repository")
+        return path.parent
+
     def _try_load(self, name: str, version: str) -> LoadedModel | None:
-        version_dir = self.root / name / version
         try:
             manifest = self.read_manifest(name, version)
-            loaded = load_model(version_dir, manifest)
+            loaded = load_model(self.load_dir(name, version, manifest), manifest)
         except ModelLoadError as exc:
             self.record_failure(name, version, str(exc))
+            return None
+        except InvalidInput as exc:  # a configured name of the wrong format
+            self.record_failure(name, version, exc.message)
             return None
         self._loaded(name, version, True)
         log.info(
@@ -122,9 +200,10 @@ class ModelRepository:
 
     def read_manifest(self, name: str, version: str) -> Manifest:
         """The manifest of a version on disk; ModelLoadError if absent or invalid."""
-        version_dir = self.root / name / version
-        if not (self.root / name).is_dir() or not version_dir.is_dir():
-            raise ModelLoadError(f"no version {version!r} of model {name!r} on disk")
+        version_dir = self.version_dir(name, version)
+        manifest_path = version_dir / "model.json"
+        if manifest_path.exists() and not _inside(self.root, manifest_path):
+            raise ModelLoadError(f"manifest of {name!r} v{version} leaves the repository")
         try:
             return read_manifest(version_dir)
         except (OSError, ValueError) as exc:
@@ -135,7 +214,7 @@ class ModelRepository:
         everything as it was if the version can't be verified, loaded and warmed."""
         manifest = self.read_manifest(name, version)
         try:
-            loaded = load_model(self.root / name / version, manifest)
+            loaded = load_model(self.load_dir(name, version, manifest), manifest)
         except ModelLoadError as exc:
             self.record_failure(name, version, str(exc))
             raise
@@ -155,7 +234,12 @@ class ModelRepository:
         manifest = self.read_manifest(name, version)
         entry = self._models.get(name)
         current = entry.versions.get(version) if entry else None
-        if entry is None or current is None or current.sha256 != manifest.sha256:
+        if (
+            entry is None
+            or current is None
+            or current.sha256 != manifest.sha256
+            or current.manifest.digest != manifest.digest  # a manifest-only edit reloads too
+        ):
             loaded = self.load_version(name, version)
         else:
             self._models = {**self._models, name: replace(entry, default_version=version)}
@@ -221,4 +305,4 @@ class ModelRepository:
 
 
 def _highest(versions: dict[str, LoadedModel]) -> str | None:
-    return max(versions, key=_version_key) if versions else None
+    return max(versions, key=version_order) if versions else None

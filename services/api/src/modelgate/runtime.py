@@ -1,14 +1,12 @@
 """Torch execution: verify a model file, load it without unpickling, run batches on it.
 
 Both supported formats are zip archives. Before torch sees a file we check its sha256
-against the manifest and inspect the archive, because ``torch.export.load`` would otherwise
-call ``torch.load(weights_only=False)`` or ``pickle.loads`` for pickled weights, opaque
-constants, legacy weight files, and as a fallback for sample inputs (see
-torch/export/pt2_archive/_package.py). A ``.pt2`` is accepted only if every weight and
-constant is a raw tensor payload; its sample inputs must be empty or load under torch's
-restricted ``weights_only`` unpickler, so the fallback never runs. TorchScript archives are
-read by ``torch.jit.load``'s C++ loader, which only builds TorchScript types; a plain
-``torch.save`` pickle of a module is refused because it has no ``code/`` directory.
+against the manifest and inspect the archive (archive.py: every path by which
+``torch.export.load`` could unpickle or run code is refused, and a ``.pt2`` is rebuilt
+from its checked records). TorchScript archives are read by ``torch.jit.load``'s C++
+loader, which only builds TorchScript types; a plain ``torch.save`` pickle of a module is
+refused because it has no ``code/`` directory. TorchScript *code* still runs when the
+model does (README: what an operator must trust).
 """
 
 from __future__ import annotations
@@ -16,7 +14,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import io
-import json
 import logging
 import warnings
 import zipfile
@@ -29,6 +26,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from modelgate.archive import check_torchscript, verified_pt2
 from modelgate.errors import ModelLoadError
 from modelgate.manifest import Manifest, ModelFormat, Task
 
@@ -53,56 +51,12 @@ def configure_torch(threads: int) -> None:
         torch.set_num_interop_threads(1)
 
 
-def _archive_root(names: list[str]) -> str:
-    roots = {n.split("/", 1)[0] for n in names}
-    if len(roots) != 1:
-        raise ModelLoadError("archive must have exactly one top-level folder")
-    return roots.pop() + "/"
-
-
-def _check_pt2_archive(data: bytes) -> None:
-    with zipfile.ZipFile(io.BytesIO(data)) as z:
-        names = z.namelist()
-        root = _archive_root(names)
-        rel = [n[len(root) :] for n in names]
-        if not any(n.startswith("models/") and n.endswith(".json") for n in rel):
-            raise ModelLoadError("not a torch.export archive (no models/*.json)")
-        for n in rel:
-            if n.startswith("data/weights/") and n.endswith(".pt"):
-                raise ModelLoadError(f"legacy pickled weights file {n} refused")
-            if n.startswith("data/constants/") and n.endswith(".pt"):
-                raise ModelLoadError(f"legacy pickled constants file {n} refused")
-            if n.endswith("_config.json") and n.startswith(("data/weights/", "data/constants/")):
-                config = json.loads(z.read(root + n)).get("config", {})
-                for fqn, payload in config.items():
-                    if payload.get("use_pickle"):
-                        raise ModelLoadError(f"pickled tensor {fqn!r} refused")
-                    path = str(payload.get("path_name", ""))
-                    if n.startswith("data/constants/") and not path.startswith("tensor_"):
-                        raise ModelLoadError(f"non-tensor constant {fqn!r} refused")
-            if n.startswith("data/sample_inputs/"):
-                blob = z.read(root + n)
-                if blob:
-                    try:
-                        torch.load(io.BytesIO(blob), weights_only=True)
-                    except Exception as exc:
-                        raise ModelLoadError(
-                            f"sample inputs {n} need more than torch's weights_only loader"
-                        ) from exc
-
-
-def _check_torchscript_archive(data: bytes) -> None:
-    with zipfile.ZipFile(io.BytesIO(data)) as z:
-        rel = [n.split("/", 1)[1] for n in z.namelist() if "/" in n]
-        if not any(n.startswith("code/") for n in rel) or "constants.pkl" not in rel:
-            raise ModelLoadError("not a TorchScript archive (no code/ or constants.pkl)")
-
-
 def read_verified(path: Path, manifest: Manifest) -> bytes:
-    """The model file's bytes, once its sha256 and archive layout are known to be good.
+    """The bytes to give torch, once the file's sha256 and archive layout are known good.
 
     The file is read once into memory and the same bytes are hashed and loaded, so a
-    file swapped between the check and the load can't slip through.
+    file swapped between the check and the load can't slip through. A ``.pt2`` comes
+    back rebuilt from its checked records (archive.py).
     """
     try:
         data = path.read_bytes()
@@ -120,9 +74,8 @@ def read_verified(path: Path, manifest: Manifest) -> bytes:
         raise ModelLoadError(f"{path.name} is not a zip archive")
     try:
         if manifest.format is ModelFormat.TORCH_EXPORT:
-            _check_pt2_archive(data)
-        else:
-            _check_torchscript_archive(data)
+            return verified_pt2(data)
+        check_torchscript(data)
     except (zipfile.BadZipFile, ValueError, KeyError) as exc:
         raise ModelLoadError(f"{path.name}: damaged archive ({exc})") from exc
     return data

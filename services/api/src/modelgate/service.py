@@ -171,7 +171,8 @@ class PredictionService:
     ) -> tuple[list[dict[str, Any]], list[bool], int]:
         """Outputs per row (cached ones from the cache, the rest from the model, then
         stored), which rows were cached, and the rows of the model call (0: none)."""
-        keys = [cache_key(model.name, model.version, model.sha256, r) for r in rows]
+        tag = model.manifest.digest
+        keys = [cache_key(model.name, model.version, model.sha256, tag, r) for r in rows]
         hits = await self.cache.get_many(keys)
         missing = [i for i, hit in enumerate(hits) if hit is None]
         outputs: list[dict[str, Any] | None] = list(hits)

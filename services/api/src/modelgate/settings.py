@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import socket
 from pathlib import Path
+from urllib.parse import quote, urlsplit, urlunsplit
 
 from limits import parse_many
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, Field, PrivateAttr, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -69,8 +70,24 @@ class PredictionLogSettings(BaseModel):
     """Every answered request as a JSON line (see predlog.py); off without a directory."""
 
     dir: Path | None = None
-    # Records waiting for the writer thread; past this they are dropped and counted.
+    # Records waiting for the writer thread; past this many, or this many bytes of them
+    # (per worker: a 1000-row record is ~260 KB), they are dropped and counted.
     max_queue: int = Field(10_000, ge=1)
+    max_queue_bytes: int = Field(64 * 1024 * 1024, ge=1024)
+    # A new file every rotate_s (UTC slots; a day keeps one file per replica per day) or
+    # once the file holds max_file_bytes; past max_total_bytes, per replica, the oldest
+    # files are deleted.
+    rotate_s: int = Field(86_400, ge=60)
+    max_file_bytes: int = Field(256 * 1024 * 1024, ge=4096)
+    max_total_bytes: int = Field(4 * 1024 * 1024 * 1024, ge=8192)
+
+    @model_validator(mode="after")
+    def _total_holds_two_files(self) -> PredictionLogSettings:
+        """The file being written is never deleted: a cap below two files would leave
+        nothing but it, and the cap would be exceeded by design."""
+        if self.max_total_bytes < 2 * self.max_file_bytes:
+            raise ValueError("max_total_bytes must be at least twice max_file_bytes")
+        return self
 
     @field_validator("dir", mode="before")
     @classmethod
@@ -133,6 +150,11 @@ class Settings(BaseSettings):
     batching: BatchingSettings = Field(default_factory=BatchingSettings)
 
     redis_url: str = ""
+    # A file whose content is the Redis password (compose's secret, the native stack's
+    # 0600 file): read once here, so it is never on a command line, in the environment
+    # or in a log line. Applied to every Redis connection through redis_connection_url.
+    redis_password_file: Path | None = None
+    _redis_password: SecretStr | None = PrivateAttr(default=None)
     cache: CacheSettings = Field(default_factory=CacheSettings)
     rate_limit: RateLimitSettings = Field(default_factory=RateLimitSettings)
     auth: AuthSettings = Field(default_factory=AuthSettings)
@@ -143,3 +165,28 @@ class Settings(BaseSettings):
     # Name reported by GET /, /health and /models; defaults to the host name, which compose
     # sets per replica (api-1, api-2, …) so that answers tell which replica served them.
     instance: str = Field(default_factory=socket.gethostname)
+
+    @model_validator(mode="after")
+    def _read_redis_password(self) -> Settings:
+        if self.redis_password_file is not None:
+            try:
+                text = self.redis_password_file.read_text().strip()
+            except OSError as exc:
+                raise ValueError(
+                    f"redis_password_file {self.redis_password_file}: {exc.strerror}"
+                ) from None
+            if not text:
+                raise ValueError(f"redis_password_file {self.redis_password_file} is empty")
+            self._redis_password = SecretStr(text)
+        return self
+
+    @property
+    def redis_connection_url(self) -> str:
+        """``redis_url`` with the password from ``redis_password_file`` in it, for the
+        clients only (never logged; ``redis_url`` itself stays as configured)."""
+        password = self._redis_password
+        parts = urlsplit(self.redis_url)
+        if password is None or not self.redis_url or parts.password is not None:
+            return self.redis_url
+        netloc = f"{parts.username or ''}:{quote(password.get_secret_value(), safe='')}@"
+        return urlunsplit(parts._replace(netloc=netloc + parts.netloc.rsplit("@", 1)[-1]))

@@ -18,6 +18,7 @@ import argparse
 import contextlib
 import json
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -36,6 +37,8 @@ import yaml
 from modelgate.infra import gateway_values, render_native_gateway
 
 STATE_FILE = "stack.json"
+REDIS_PASSWORD_FILE = "redis.password"  # noqa: S105 - a file name; 0600, in the stack's dir
+REDIS_CONF_FILE = "redis.conf"  # holds requirepass, so the password is never in argv
 START_TIMEOUT_S = 120.0
 STOP_TIMEOUT_S = 30.0
 
@@ -136,13 +139,49 @@ def http_ok(url: str) -> bool:
         return False
 
 
-def redis_ok(host: str, port: int) -> bool:
+def redis_ok(host: str, port: int, password: str | None = None) -> bool:
     try:
         with socket.create_connection((host, port), timeout=1) as s:
+            if password is not None:
+                secret = password.encode()
+                s.sendall(b"*2\r\n$4\r\nAUTH\r\n$%d\r\n%s\r\n" % (len(secret), secret))
+                if not s.recv(16).startswith(b"+OK"):
+                    return False
             s.sendall(b"PING\r\n")
             return s.recv(16).startswith(b"+PONG")
     except OSError:
         return False
+
+
+# --- the stack's Redis password -------------------------------------------------------------
+
+
+def _write_private(path: Path, text: str) -> None:
+    """Replace ``path`` with a file only this user can read, 0600 from its creation (never
+    briefly world-readable, whatever the umask)."""
+    path.unlink(missing_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+
+
+def redis_password(config: StackConfig) -> str:
+    """This stack's Redis password: generated once per stack directory, kept in a 0600
+    file that replicas read (MODELGATE_REDIS_PASSWORD_FILE), and given to redis-server in
+    a 0600 config file, so it never appears on a command line."""
+    path = config.dir / REDIS_PASSWORD_FILE
+    if path.exists():
+        return path.read_text().strip()
+    config.dir.mkdir(parents=True, exist_ok=True)
+    password = secrets.token_urlsafe(32)
+    _write_private(path, password + "\n")
+    return password
+
+
+def redis_conf(config: StackConfig) -> Path:
+    path = config.dir / REDIS_CONF_FILE
+    _write_private(path, f"requirepass {redis_password(config)}\n")
+    return path
 
 
 def port_free(host: str, port: int) -> bool:
@@ -196,6 +235,7 @@ def replica_env(config: StackConfig, instance: str) -> dict[str, str]:
     """What compose sets for each api service; the caller's MODELGATE_* settings win."""
     defaults = {
         "MODELGATE_REDIS_URL": config.redis_url,
+        "MODELGATE_REDIS_PASSWORD_FILE": str(config.dir / REDIS_PASSWORD_FILE),
         "MODELGATE_CACHE__ENABLED": "true",
         "MODELGATE_RATE_LIMIT__ENABLED": "true",
         "MODELGATE_TRUSTED_PROXIES": config.host,
@@ -208,7 +248,7 @@ def probes(config: StackConfig) -> dict[str, tuple[Callable[[], bool], str]]:
     """How to tell each service is ready, and its address: for ``up`` and ``status``."""
     h = config.host
     table: dict[str, tuple[Callable[[], bool], str]] = {
-        "redis": (lambda: redis_ok(h, config.redis_port), config.redis_url)
+        "redis": (lambda: redis_ok(h, config.redis_port, redis_password(config)), config.redis_url)
     }
     for i, port in enumerate(config.replica_ports, 1):
         url = config.url(port)
@@ -223,7 +263,28 @@ def probes(config: StackConfig) -> dict[str, tuple[Callable[[], bool], str]]:
     ):
         url = config.url(port)
         table[name] = (lambda u=url: http_ok(f"{u}/metrics"), url)  # type: ignore[misc]
+    table["supervisor"] = (lambda: _supervisor_answers(config), str(config.dir))
     return table
+
+
+def _supervisor_answers(config: StackConfig) -> bool:
+    from modelgate.supervisor import supervisor_ok  # supervisor.py builds on this module
+
+    return supervisor_ok(config)
+
+
+def render_gateway(config: StackConfig, out_dir: Path) -> Path:
+    """infra/nginx rendered for this stack into ``out_dir``; returns the main config."""
+    h = config.host
+    values = gateway_values(
+        listen=f"{h}:{config.gateway_port}",
+        status_listen=f"{h}:{config.gateway_status_port}",
+        upstreams=[f"{h}:{p}" for p in config.replica_ports],
+        access_log=str(config.dir / "logs" / "gateway-access.log"),
+        req_per_ip=config.gateway_req_per_ip,
+        req_burst=config.gateway_req_burst,
+    )
+    return render_native_gateway(config.infra, out_dir, values)
 
 
 def commands(config: StackConfig) -> list[tuple[str, list[str], dict[str, str]]]:
@@ -231,7 +292,7 @@ def commands(config: StackConfig) -> list[tuple[str, list[str], dict[str, str]]]
     logs = config.dir / "logs"
     h = config.host
     redis = [
-        which("redis-server"),
+        which("redis-server"), str(redis_conf(config)),
         "--bind", h, "--port", str(config.redis_port),
         "--save", "", "--appendonly", "no", "--dir", str(config.dir),
         # Only keys with a TTL (cache entries, quota windows) may be evicted: never the
@@ -246,15 +307,7 @@ def commands(config: StackConfig) -> list[tuple[str, list[str], dict[str, str]]]
         (f"api-{i}", [*serve, "--port", str(port)], replica_env(config, f"api-{i}"))
         for i, port in enumerate(config.replica_ports, 1)
     ]
-    values = gateway_values(
-        listen=f"{h}:{config.gateway_port}",
-        status_listen=f"{h}:{config.gateway_status_port}",
-        upstreams=[f"{h}:{p}" for p in config.replica_ports],
-        access_log=str(logs / "gateway-access.log"),
-        req_per_ip=config.gateway_req_per_ip,
-        req_burst=config.gateway_req_burst,
-    )
-    nginx_conf = render_native_gateway(config.infra, config.dir / "nginx", values)
+    nginx_conf = render_gateway(config, config.dir / "nginx")
     gateway = [which("nginx"), "-c", str(nginx_conf), "-e", str(logs / "gateway-error.log")]
     prometheus = [
         which("prometheus"),
@@ -275,7 +328,12 @@ def commands(config: StackConfig) -> list[tuple[str, list[str], dict[str, str]]]
     ]
     return [
         ("redis", redis, {}),
-        ("redis-exporter", redis_exporter, {}),
+        # The exporter reads REDIS_PASSWORD from its environment (not argv).
+        (
+            "redis-exporter",
+            redis_exporter,
+            {**os.environ, "REDIS_PASSWORD": redis_password(config)},
+        ),
         *replicas,
         ("gateway", gateway, {}),
         ("nginx-exporter", nginx_exporter, {}),
@@ -336,19 +394,24 @@ def group_members(pgid: int) -> list[int]:
 
 def stop_pid(pid: int, started: int, timeout: float = STOP_TIMEOUT_S) -> None:
     """SIGTERM, wait, then SIGKILL: by PID only, and only if it is still ours. Then the
-    rest of its process group (workers), even if the leader died on its own, so that
-    nothing outlives ``down``. While any process is in group ``pid``, the kernel does
-    not reuse that number, so every member found is one we started."""
-    if _alive(pid, started):
-        os.kill(pid, signal.SIGTERM)
-        deadline = time.monotonic() + timeout
-        while _alive(pid, started):
-            with_child_reaped(pid)
-            if time.monotonic() > deadline:
-                os.kill(pid, signal.SIGKILL)
-                deadline += timeout
-            time.sleep(0.05)  # polling interval
+    rest of its process group (workers), so that nothing outlives ``down``. Once the
+    leader was seen to be ours, its number is not reused while any process is in group
+    ``pid``, so every member found afterwards is one we started.
+
+    A PID whose start time no longer matches the recorded one is not ours any more (it
+    exited, and the number may now be someone else's or lead someone else's group): it
+    and its group get no signal at all."""
+    if not _alive(pid, started):
+        return
+    os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while _alive(pid, started):
         with_child_reaped(pid)
+        if time.monotonic() > deadline:
+            os.kill(pid, signal.SIGKILL)
+            deadline += timeout
+        time.sleep(0.05)  # polling interval
+    with_child_reaped(pid)
     termed: set[int] = set()
     deadline = time.monotonic() + 10
     while members := group_members(pid):
@@ -408,24 +471,45 @@ def start_all(config: StackConfig) -> list[Running]:
     try:
         for name, argv, env in commands(config):
             ready, url = table[name]
-            log = config.dir / "logs" / f"{name}.log"
-            with log.open("ab") as out:
-                proc = subprocess.Popen(  # noqa: S603 - our argv, no shell
-                    argv,
-                    stdin=subprocess.DEVNULL,
-                    stdout=out,
-                    stderr=subprocess.STDOUT,
-                    env=env or None,
-                    start_new_session=True,
-                )
-            running.append(Running(name, proc.pid, start_ticks(proc.pid) or -1, url))
-            write_state(config, running)
-            _wait_ready(name, ready, proc, log)
+            launch(config, running, name, argv, env, ready, url)
             print(f"  {name:<11} ready  {url}", flush=True)  # noqa: T201
     except BaseException:
         stop_all(config, running)
         raise
     return running
+
+
+def launch(
+    config: StackConfig,
+    running: list[Running],
+    name: str,
+    argv: list[str],
+    env: dict[str, str],
+    ready: Callable[[], bool],
+    url: str,
+) -> Running:
+    """Start one process in its own session, record it in ``running`` (replacing an
+    entry of the same name) and in the state file, and wait until it is ready. Used by
+    ``up`` and by the supervisor's restarts."""
+    log = config.dir / "logs" / f"{name}.log"
+    with log.open("ab") as out:
+        proc = subprocess.Popen(  # noqa: S603 - our argv, no shell
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=env or None,
+            start_new_session=True,
+        )
+    started = Running(name, proc.pid, start_ticks(proc.pid) or -1, url)
+    at = next((i for i, r in enumerate(running) if r.name == name), None)
+    if at is None:
+        running.append(started)
+    else:
+        running[at] = started
+    write_state(config, running)
+    _wait_ready(name, ready, proc, log)
+    return started
 
 
 def _banner(config: StackConfig) -> str:
@@ -451,20 +535,27 @@ def up(config: StackConfig, detach: bool) -> int:
     except StackError as exc:
         sys.stderr.write(f"modelgate stack: {exc}\n")
         return 1
-    print(_banner(config), flush=True)  # noqa: T201
+    from modelgate import supervisor  # builds on this module
+
     if detach:
+        try:
+            supervisor.spawn(config)
+        except StackError as exc:
+            sys.stderr.write(f"modelgate stack: {exc}\n")
+            stop_all(config, read_state(config))
+            return 1
+        print(_banner(config), flush=True)  # noqa: T201
         print("running in the background; stop it with: make down", flush=True)  # noqa: T201
         return 0
+    print(_banner(config), flush=True)  # noqa: T201
     print("Ctrl-C stops every process of the stack.", flush=True)  # noqa: T201
-    died: Running | None = None
-    while not stop.wait(0.5):
-        died = next((r for r in running if not _alive(r.pid, r.started)), None)
-        if died is not None:
-            break
+    # This process supervises: dead replicas are started again; any other death stops all.
+    keeper = supervisor.Supervisor(config, running)
+    died = keeper.run(stop, stop_on_death=True)
     if died is not None:
-        sys.stderr.write(f"modelgate stack: {died.name} (pid {died.pid}) exited; stopping\n")
+        sys.stderr.write(f"modelgate stack: {died} exited; stopping\n")
     print("stopping…", flush=True)  # noqa: T201
-    stop_all(config, running)
+    stop_all(config, keeper.running)
     return 1 if died is not None else 0
 
 
@@ -500,4 +591,21 @@ def main(args: argparse.Namespace) -> int:
         return up(config, args.detach)
     if args.action == "down":
         return down(config)
+    if args.action in ("restart", "reload", "supervise"):
+        return operate(config, args)
     return status(config)
+
+
+def operate(config: StackConfig, args: argparse.Namespace) -> int:
+    """restart / reload go to the stack's supervisor (supervisor.py); supervise is it."""
+    from modelgate import supervisor
+
+    def say(message: str) -> None:
+        print(message, flush=True)  # noqa: T201
+
+    if args.action == "supervise":
+        return supervisor.supervise(config)
+    if args.action == "reload":
+        return supervisor.request(config, {"op": "reload"}, say)
+    op = {"op": "restart", "name": args.name, "rolling": args.rolling}
+    return supervisor.request(config, op, say)

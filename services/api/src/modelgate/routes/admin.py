@@ -16,6 +16,7 @@ from modelgate.auth import require_admin
 from modelgate.control import FleetControl, Issued
 from modelgate.deps import ControlDep, json_response, read_body
 from modelgate.errors import FieldError, InvalidInput
+from modelgate.repository import check_version
 from modelgate.validation import parse_json
 
 router = APIRouter(prefix="/admin", tags=["admin"], dependencies=[Depends(require_admin)])
@@ -37,13 +38,7 @@ async def _version_field(request: Request, required: bool) -> str | None:
         if required:
             raise InvalidInput.for_fields([FieldError("version", "field required")])
         return None
-    if isinstance(version, int) and not isinstance(version, bool):
-        version = str(version)
-    if not isinstance(version, str) or not version.isdigit():
-        raise InvalidInput.for_fields(
-            [FieldError("version", 'must be a version number such as "2"')]
-        )
-    return version
+    return check_version(version)
 
 
 def _answer(issued: Issued, control: FleetControl) -> Response:

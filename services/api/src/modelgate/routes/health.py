@@ -13,7 +13,15 @@ from fastapi import APIRouter, Request
 from starlette.responses import Response
 
 from modelgate import __version__
-from modelgate.deps import LifecycleDep, RepositoryDep, ServiceDep, SettingsDep, json_response
+from modelgate.deps import (
+    ControlDep,
+    LifecycleDep,
+    RepositoryDep,
+    ServiceDep,
+    SettingsDep,
+    json_response,
+)
+from modelgate.repository import version_order
 
 router = APIRouter(tags=["health"])
 
@@ -44,6 +52,7 @@ async def health(
     service: ServiceDep,
     lifecycle: LifecycleDep,
     settings: SettingsDep,
+    control: ControlDep,
 ) -> Response:
     models = repository.models
     default_entry = models.get(repository.default_name)
@@ -54,7 +63,9 @@ async def health(
             "status": "ok",
             "instance": settings.instance,
             "models_loaded": sum(len(e.versions) for e in models.values()),
-            "models": {name: sorted(e.versions, key=int) for name, e in sorted(models.items())},
+            "models": {
+                name: sorted(e.versions, key=version_order) for name, e in sorted(models.items())
+            },
             "default_model": repository.default_name or None,
             "default_model_version": default.version if default else None,
             "loaded_at": default.loaded_at.isoformat() if default else None,
@@ -62,10 +73,10 @@ async def health(
             "uptime_seconds": lifecycle.uptime_seconds(),
             "last_prediction_at": datetime.fromtimestamp(last, UTC).isoformat() if last else None,
             "queued_rows": service.queued_rows,
-            "load_failures": [
-                {"model": f.name, "version": f.version, "reason": f.reason}
-                for f in repository.failures[-10:]
-            ],
+            # A count only: why a version was refused names files and digests, which is
+            # for the log and for admin callers (POST /v2/repository/index).
+            "load_failures": len(repository.failures),
+            "control": control.following(),
         }
     )
 

@@ -8,7 +8,7 @@ from fastapi import APIRouter
 from starlette.responses import Response
 
 from modelgate.deps import ControlDep, RepositoryDep, SettingsDep, json_response
-from modelgate.repository import ModelEntry
+from modelgate.repository import ModelEntry, version_order
 from modelgate.runtime import LoadedModel
 
 router = APIRouter(tags=["models"])
@@ -41,7 +41,7 @@ def describe_entry(entry: ModelEntry, full: bool) -> dict[str, Any]:
         "pinned": entry.pinned,
         "versions": [
             describe_version(m, v == entry.default_version, full)
-            for v, m in sorted(entry.versions.items(), key=lambda kv: int(kv[0]))
+            for v, m in sorted(entry.versions.items(), key=lambda kv: version_order(kv[0]))
         ],
     }
 

@@ -16,8 +16,8 @@ from starlette.responses import Response
 
 from modelgate.deps import RepositoryDep, json_response, read_body
 from modelgate.errors import FieldError, InvalidInput
-from modelgate.ratelimit import PREDICT_SCOPE, quota
-from modelgate.repository import ModelRepository
+from modelgate.ratelimit import BATCH_SCOPE, quota
+from modelgate.repository import ModelRepository, version_order
 from modelgate.runtime import LoadedModel
 from modelgate.service import PredictionService
 from modelgate.settings import Settings
@@ -30,7 +30,7 @@ _SIGNATURE = "serving_default"
 
 def version_status(repository: ModelRepository, name: str, version: str | None) -> dict[str, Any]:
     entry = repository.entry(name)
-    versions = [version] if version is not None else sorted(entry.versions, key=int)
+    versions = [version] if version is not None else sorted(entry.versions, key=version_order)
     for v in versions:
         repository.get(name, v)  # 404 for a version that is not loaded
     return {
@@ -76,8 +76,9 @@ def metadata(model: LoadedModel) -> dict[str, Any]:
     }
 
 
-def instances_of(model: LoadedModel, payload: Any) -> tuple[list[Any], bool]:
-    """The request's instances, and whether it was columnar."""
+def instances_of(model: LoadedModel, payload: Any, max_instances: int) -> tuple[list[Any], bool]:
+    """The request's instances, and whether it was columnar. Counts are checked before
+    any row is built: a 4 MiB columnar body would otherwise become ~500k dicts."""
     if not isinstance(payload, dict):
         raise InvalidInput.for_fields([FieldError("body", "expected a JSON object")])
     signature = payload.get("signature_name", _SIGNATURE)
@@ -88,10 +89,10 @@ def instances_of(model: LoadedModel, payload: Any) -> tuple[list[Any], bool]:
             [FieldError("body", "expected exactly one of 'instances' (rows) or 'inputs' (columns)")]
         )
     if "instances" in payload:
-        return payload["instances"], False
+        return _bounded(payload["instances"], "instances", max_instances), False
     columns = payload["inputs"]
     if isinstance(columns, list):
-        return columns, True
+        return _bounded(columns, "inputs", max_instances), True
     if not isinstance(columns, dict):
         raise InvalidInput.for_fields(
             [FieldError("inputs", "expected an object of columns or a list")]
@@ -107,12 +108,29 @@ def instances_of(model: LoadedModel, payload: Any) -> tuple[list[Any], bool]:
     if errors:
         raise InvalidInput.for_fields(errors)
     n = lengths.pop()
+    if not 1 <= n <= max_instances:
+        raise InvalidInput.for_fields(
+            [FieldError("inputs", f"expected 1 to {max_instances} values per column, got {n}")]
+        )
     return [{name: columns[name][i] for name in names} for i in range(n)], True
+
+
+def _bounded(instances: Any, field: str, max_instances: int) -> Any:
+    if isinstance(instances, list) and len(instances) > max_instances:
+        raise InvalidInput.for_fields(
+            [
+                FieldError(
+                    field, f"at most {max_instances} instances per request, got {len(instances)}"
+                )
+            ]
+        )
+    return instances
 
 
 def build_router() -> APIRouter:
     router = APIRouter(prefix="/v1/models", tags=["v1"])
-    predict_quota = quota(PREDICT_SCOPE)
+    # A V1/V2 request may carry many instances: charged like a native batch request.
+    predict_quota = quota(BATCH_SCOPE)
 
     @router.get("/{name}")
     async def status(name: str, repository: RepositoryDep) -> Response:
@@ -136,8 +154,10 @@ def build_router() -> APIRouter:
         service: PredictionService = request.state.service
         settings: Settings = request.state.settings
         model = service.repository.get(name, version)
-        payload = parse_json(await read_body(request, settings.max_body_bytes))
-        instances, columnar = instances_of(model, payload)
+        body = await read_body(request, settings.max_body_bytes)
+        service.validator(model).refuse_too_many(body, settings.max_batch_instances)
+        payload = parse_json(body)
+        instances, columnar = instances_of(model, payload, settings.max_batch_instances)
         rows = service.validator(model).batch(
             {"instances": instances}, settings.max_batch_instances
         )

@@ -8,6 +8,7 @@ since tritonclient sends none for JSON. Errors are ``{"error": "..."}`` (errors.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import numpy as np
@@ -25,8 +26,14 @@ from modelgate.deps import (
     read_body,
 )
 from modelgate.errors import InvalidInput, MalformedRequest, ModelNotFound
-from modelgate.ratelimit import PREDICT_SCOPE, quota
-from modelgate.repository import ModelRepository, discover
+from modelgate.ratelimit import BATCH_SCOPE, quota
+from modelgate.repository import (
+    ModelRepository,
+    check_name,
+    check_version,
+    discover,
+    version_order,
+)
 from modelgate.runtime import LoadedModel
 from modelgate.service import PredictionService
 from modelgate.settings import Settings
@@ -34,6 +41,7 @@ from modelgate.tensors import NUMPY_TYPES, input_spec, output_specs, output_tens
 from modelgate.validation import InputValidator, parse_json
 
 HEADER_LENGTH = "inference-header-content-length"
+_HEADER_LENGTH_VALUE = re.compile(r"[0-9]{1,12}")
 PLATFORMS = {"torch_export": "pytorch_export", "torchscript": "pytorch_libtorch"}
 
 
@@ -45,7 +53,7 @@ def model_metadata(repository: ModelRepository, name: str, version: str | None) 
     entry = repository.entry(name)
     return {
         "name": name,
-        "versions": sorted(entry.versions, key=int),
+        "versions": sorted(entry.versions, key=version_order),
         "platform": PLATFORMS[model.manifest.format.value],
         "inputs": [input_spec(model.manifest).describe()],
         "outputs": [s.describe() for s in output_specs(model.manifest)],
@@ -60,8 +68,10 @@ def split_body(request: Request, body: bytes) -> tuple[Any, bytes]:
     declared = request.headers.get(HEADER_LENGTH)
     if declared is None:
         return parse_json(body), b""
-    if not declared.isdigit() or int(declared) > len(body):
-        raise MalformedRequest(f"{HEADER_LENGTH} is {declared!r} for a {len(body)}-byte body")
+    # ASCII digits only, and few of them: str.isdigit() accepts "²", which int() refuses,
+    # and int() refuses over 4300 digits; either was a 500.
+    if not _HEADER_LENGTH_VALUE.fullmatch(declared) or int(declared) > len(body):
+        raise MalformedRequest(f"{HEADER_LENGTH} is {declared[:40]!r} for a {len(body)}-byte body")
     size = int(declared)
     return parse_json(body[:size]), body[size:]
 
@@ -98,12 +108,16 @@ def input_tensor(
         raise InvalidInput(
             f"input {spec.name!r}: shape {shape} does not match the model's {spec.shape}"
         )
+    # Sizes before work: more rows than a request may hold is refused before the data is
+    # looked at (a 4 MiB body of numbers would otherwise become a huge array first).
+    if not 1 <= shape[0] <= max_rows:
+        raise InvalidInput(f"input {spec.name!r}: expected 1 to {max_rows} rows, got shape {shape}")
     count = shape[0] * shape[1]
-    params = tensor.get("parameters") or {}
+    params = parameters(tensor, "inputs[0].parameters")
     dtype = NUMPY_TYPES[spec.datatype]
     if "binary_data_size" in params:
         size = params["binary_data_size"]
-        if not isinstance(size, int) or size != count * dtype.itemsize or size > len(binary):
+        if type(size) is not int or size != count * dtype.itemsize or size > len(binary):
             raise InvalidInput(
                 f"input {spec.name!r}: binary_data_size {size} does not hold shape {shape} "
                 f"of {spec.datatype} ({len(binary)} bytes of binary data sent)"
@@ -113,10 +127,7 @@ def input_tensor(
         data = tensor.get("data")
         if data is None:
             raise InvalidInput(f"input {spec.name!r}: no 'data' and no binary_data_size")
-        try:
-            values = np.asarray(data, dtype=np.float64).reshape(-1)
-        except (ValueError, TypeError):
-            raise InvalidInput(f"input {spec.name!r}: data must be numbers") from None
+        values = _numbers(data, spec.name, count)
         if values.size != count:
             raise InvalidInput(
                 f"input {spec.name!r}: {values.size} values do not fill shape {shape}"
@@ -124,10 +135,46 @@ def input_tensor(
     return validator.matrix(values.reshape(shape[0], shape[1]), spec.name, max_rows)
 
 
+def parameters(obj: dict[str, Any], where: str) -> dict[str, Any]:
+    """An object's ``parameters``: absent, null or a JSON object; anything else is 400."""
+    params = obj.get("parameters")
+    if params is None:
+        return {}
+    if not isinstance(params, dict):
+        raise MalformedRequest(f"{where}: must be a JSON object")
+    return params
+
+
+def _numbers(data: Any, name: str, count: int) -> np.ndarray:
+    """FP32 ``data``, flat or one row per list: JSON numbers only. numpy alone would turn
+    "1.5" and true into numbers, and raise OverflowError (a 500) on a 400-digit integer."""
+    if not isinstance(data, list):
+        raise InvalidInput(f"input {name!r}: data must be a list of numbers")
+    flat: list[Any] = []
+    for item in data:
+        if type(item) is list:
+            flat.extend(item)
+        else:
+            flat.append(item)
+        if len(flat) > count:
+            break
+    if len(flat) != count:
+        raise InvalidInput(f"input {name!r}: {len(flat)} values do not fill the shape")
+    for value in flat:
+        if type(value) is not float and type(value) is not int:
+            raise InvalidInput(
+                f"input {name!r}: data must be numbers for FP32, got {type(value).__name__}"
+            )
+    try:
+        return np.asarray(flat, dtype=np.float64)
+    except OverflowError:
+        raise InvalidInput(f"input {name!r}: a number is out of range for FP32") from None
+
+
 def requested_outputs(model: LoadedModel, payload: dict[str, Any]) -> list[tuple[str, bool]]:
     """(name, binary?) for each output to return, in order."""
     known = [s.name for s in output_specs(model.manifest)]
-    default_binary = bool((payload.get("parameters") or {}).get("binary_data_output", False))
+    default_binary = bool(parameters(payload, "parameters").get("binary_data_output", False))
     asked = payload.get("outputs")
     if not asked:
         return [(name, default_binary) for name in known]
@@ -138,7 +185,7 @@ def requested_outputs(model: LoadedModel, payload: dict[str, Any]) -> list[tuple
         name = item.get("name") if isinstance(item, dict) else None
         if name not in known:
             raise InvalidInput(f"unknown output {name!r}; the model's outputs are {known}")
-        binary = (item.get("parameters") or {}).get("binary_data", default_binary)
+        binary = parameters(item, "outputs[].parameters").get("binary_data", default_binary)
         out.append((name, bool(binary)))
     return out
 
@@ -186,7 +233,8 @@ def infer_response(
 
 def build_router() -> APIRouter:
     router = APIRouter(prefix="/v2", tags=["v2"])
-    infer_quota = quota(PREDICT_SCOPE)
+    # A V1/V2 request may carry many instances: charged like a native batch request.
+    infer_quota = quota(BATCH_SCOPE)
 
     @router.get("")
     async def server_metadata() -> Response:
@@ -254,9 +302,10 @@ def build_router() -> APIRouter:
 
     # --- repository extension -----------------------------------------------------------
 
-    @router.post("/repository/index")
+    @router.post("/repository/index", dependencies=[Depends(require_admin)])
     async def repository_index(repository: RepositoryDep) -> Response:
-        """Every model version on disk, and whether it is loaded here."""
+        """Every model version on disk, and whether it is loaded here (admin key only:
+        it lists what is on disk and why a version was refused)."""
         index = []
         loaded = repository.models
         failures = {(f.name, f.version): f.reason for f in repository.failures}
@@ -274,11 +323,18 @@ def build_router() -> APIRouter:
                 index.append(item)
         return json_response(index)
 
-    async def _parameters(request: Request) -> dict[str, Any]:
+    async def _version_parameter(request: Request) -> str | None:
+        """``{"parameters": {"version": "2"}}`` (or an empty body): the version, checked
+        by the repository like every version from outside."""
         raw = await read_body(request, 64 * 1024)
         payload = parse_json(raw) if raw.strip() else {}
-        params = payload.get("parameters") if isinstance(payload, dict) else None
-        return params if isinstance(params, dict) else {}
+        if not isinstance(payload, dict):
+            raise MalformedRequest("body: must be a JSON object")
+        params = payload.get("parameters", {})
+        if not isinstance(params, dict):
+            raise MalformedRequest("parameters: must be a JSON object")
+        version = params.get("version")
+        return None if version is None else check_version(version, "parameters.version")
 
     @router.post("/repository/models/{name}/load", dependencies=[Depends(require_admin)])
     async def repository_load(
@@ -286,13 +342,13 @@ def build_router() -> APIRouter:
     ) -> Response:
         """Load (make default) a version fleet-wide: ``{"parameters": {"version": "2"}}``,
         or the highest version on disk without one. Same path as the admin route."""
-        version = (await _parameters(request)).get("version")
+        version = await _version_parameter(request)
         if version is None:
-            on_disk = discover(repository.root).get(name)
+            on_disk = discover(repository.root).get(check_name(name))
             if not on_disk:
                 raise ModelNotFound(f"no model {name!r} in the repository")
             version = on_disk[-1]
-        issued = await control.load(name, str(version))
+        issued = await control.load(name, version)
         if not issued.outcome.applied:
             raise InvalidInput(issued.outcome.detail)
         return json_response({})
@@ -300,8 +356,7 @@ def build_router() -> APIRouter:
     @router.post("/repository/models/{name}/unload", dependencies=[Depends(require_admin)])
     async def repository_unload(name: str, request: Request, control: ControlDep) -> Response:
         """Unload a model (or one version: ``{"parameters": {"version": "1"}}``) fleet-wide."""
-        version = (await _parameters(request)).get("version")
-        await control.unload(name, None if version is None else str(version))
+        await control.unload(name, await _version_parameter(request))
         return json_response({})
 
     return router
