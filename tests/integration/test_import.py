@@ -110,6 +110,23 @@ def run_import(repo: Path, project: Path, *extra: str) -> subprocess.CompletedPr
     )
 
 
+def import_checkpoint(
+    repo: Path, project: Path, checkpoint: Path, *extra: str
+) -> subprocess.CompletedProcess[str]:
+    """The README's command shape: the tutorial's class, a checkpoint, the spec file."""
+    return run_import(
+        repo,
+        project,
+        "--checkpoint",
+        str(checkpoint),
+        "--model-class",
+        "churnlab.model:ChurnPredictor",
+        "--spec",
+        str(project / "spec.json"),
+        *extra,
+    )
+
+
 def test_tutorial_checkpoint_is_imported_verified_and_served(
     tutorial: Path, tmp_path: Path, replica_factory: Callable[..., Server]
 ) -> None:
@@ -119,18 +136,7 @@ def test_tutorial_checkpoint_is_imported_verified_and_served(
     torch.save({"model_state_dict": net.state_dict(), "input_dim": 10, "epoch": 30}, checkpoint)
     repo = tmp_path / "models"
 
-    done = run_import(
-        repo,
-        tutorial,
-        "--checkpoint",
-        str(checkpoint),
-        "--model-class",
-        "churnlab.model:ChurnPredictor",
-        "--init-arg-from-checkpoint",
-        "input_dim",
-        "--spec",
-        str(tutorial / "spec.json"),
-    )
+    done = import_checkpoint(repo, tutorial, checkpoint, "--init-arg-from-checkpoint", "input_dim")
     assert done.returncode == 0, done.stderr
     assert "imported churn version 1" in done.stdout
     assert "largest |served - eager|" in done.stdout
@@ -144,18 +150,7 @@ def test_tutorial_checkpoint_is_imported_verified_and_served(
     assert "mean" not in manifest["inputs"][0]  # scaling lives in the graph, not the manifest
 
     # A second import is the next version; nothing half-written is left behind.
-    again = run_import(
-        repo,
-        tutorial,
-        "--checkpoint",
-        str(checkpoint),
-        "--model-class",
-        "churnlab.model:ChurnPredictor",
-        "--init-args",
-        '{"input_dim": 10}',
-        "--spec",
-        str(tutorial / "spec.json"),
-    )
+    again = import_checkpoint(repo, tutorial, checkpoint, "--init-args", '{"input_dim": 10}')
     assert again.returncode == 0, again.stderr
     assert sorted(p.name for p in (repo / "churn").iterdir()) == ["1", "2"]
 
@@ -180,17 +175,8 @@ def test_a_checkpoint_that_needs_pickle_is_refused_without_running(
     checkpoint = tutorial / "whole.pth"
     torch.save({"model_state_dict": net.state_dict(), "extra": evil}, checkpoint)
 
-    done = run_import(
-        tmp_path / "models",
-        tutorial,
-        "--checkpoint",
-        str(checkpoint),
-        "--model-class",
-        "churnlab.model:ChurnPredictor",
-        "--init-args",
-        '{"input_dim": 10}',
-        "--spec",
-        str(tutorial / "spec.json"),
+    done = import_checkpoint(
+        tmp_path / "models", tutorial, checkpoint, "--init-args", '{"input_dim": 10}'
     )
     assert done.returncode == 1
     assert "only pickle can rebuild" in done.stderr and "state_dict()" in done.stderr
@@ -228,17 +214,7 @@ def test_mistakes_are_explained_and_leave_nothing(
     if "--input" in extra:
         del spec["inputs"]
     (tutorial / "spec.json").write_text(json.dumps(spec))
-    done = run_import(
-        tmp_path / "models",
-        tutorial,
-        "--checkpoint",
-        str(checkpoint),
-        "--model-class",
-        "churnlab.model:ChurnPredictor",
-        "--spec",
-        str(tutorial / "spec.json"),
-        *extra,
-    )
+    done = import_checkpoint(tmp_path / "models", tutorial, checkpoint, *extra)
     assert done.returncode == 1 and message in done.stderr, done.stderr
     leftovers = list((tmp_path / "models").rglob("*")) if (tmp_path / "models").exists() else []
     assert [p for p in leftovers if p.is_file()] == []
