@@ -355,3 +355,13 @@ def test_no_input_leaks_a_traceback(client: httpx.Client, replica: Server) -> No
         assert r.status_code in (400, 422), (body[:40], r.status_code, r.text[:200])
         assert "Traceback" not in r.text
     assert client.get("/ready").status_code == 200
+
+
+def test_a_body_key_the_server_would_ignore_is_refused(client: httpx.Client) -> None:
+    """Issue 24: a version asked for in the body used to be served by the default one."""
+    answer = client.post("/predict", json={"features": CHURN, "model_version": "1"})
+    assert answer.status_code == 422
+    body = answer.json()
+    assert body["field"] == "model_version" and "/versions/{v}/predict" in body["reason"]
+    batch = client.post("/predict/batch", json={"instances": [CHURN], "context": {}})
+    assert batch.status_code == 422 and batch.json()["field"] == "context"
