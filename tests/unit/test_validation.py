@@ -10,7 +10,7 @@ import pytest
 
 from modelgate.errors import InvalidInput, MalformedRequest
 from modelgate.manifest import Manifest
-from modelgate.validation import InputValidator, parse_json, refuse_unknown_keys
+from modelgate.validation import InputValidator, body_version, parse_json, refuse_unknown_keys
 from tests.unit.manifests import manifest_dict
 
 MANIFEST = Manifest.model_validate(manifest_dict())
@@ -312,7 +312,6 @@ def test_typed_decoding_answers_the_common_bodies_itself() -> None:
 @pytest.mark.parametrize(
     ("body", "batch", "field", "hint"),
     [
-        ({"features": GOOD, "model_version": "1"}, False, "model_version", "/versions/{v}/"),
         ({"features": GOOD, "context": {"user": 7}}, False, "context", "remove it"),
         ({"features": GOOD, "extra": 1}, False, "extra", "unknown field"),
         ({"instances": [GOOD]}, False, "instances", "/predict/batch"),
@@ -337,3 +336,21 @@ def test_every_unknown_key_is_named_at_once() -> None:
     with pytest.raises(InvalidInput) as info:
         V.single_body(raw)
     assert [e.field for e in info.value.errors] == ["a", "b"]
+
+
+def test_model_version_in_the_body_picks_the_version_or_says_why_not() -> None:
+    def body(version: Any) -> bytes:
+        return json.dumps({"features": GOOD, "model_version": version}).encode()
+
+    assert body_version(json.dumps({"features": GOOD}).encode(), None) is None
+    assert body_version(json.dumps({"features": GOOD}).encode(), "2") == "2"
+    assert body_version(body("1"), None) == "1"
+    assert body_version(body(1), None) == "1"
+    assert body_version(body("1"), "1") == "1"
+    for bad, reason in [("01", "version number"), (True, "version number"), ("2", "contradicts")]:
+        with pytest.raises(InvalidInput) as info:
+            body_version(body(bad), "1")
+        [error] = info.value.errors
+        assert error.field == "model_version" and reason in error.reason
+    # The key is the route's: the validator accepts a body that carries it.
+    assert V.single_body(body("1")).shape == (1, 3)

@@ -25,6 +25,7 @@ import orjson
 
 from modelgate.errors import FieldError, InvalidInput, MalformedRequest
 from modelgate.manifest import DType, InputSpec, Manifest
+from modelgate.repository import check_version
 
 
 def parse_json(body: bytes) -> Any:
@@ -423,7 +424,6 @@ _ALIASES = {
     "context": "modelgate takes no request context; remove it",
     "model_name": "name the model in the path: /models/{name}/predict",
     "model": "name the model in the path: /models/{name}/predict",
-    "model_version": "name the version in the path: /models/{name}/versions/{v}/predict",
     "version": "name the version in the path: /models/{name}/versions/{v}/predict",
     "signature_name": "TF Serving's body goes to POST /v1/models/{name}:predict",
 }
@@ -438,10 +438,36 @@ def refuse_unknown_keys(payload: Any, key: str) -> None:
     errors = [
         FieldError(k, f"unknown field; {_ALIASES[k]}" if k in _ALIASES else "unknown field")
         for k in payload
-        if k != key
+        if k != key and k != "model_version"  # read by the route (body_version)
     ]
     if errors:
         raise InvalidInput.for_fields(errors)
+
+
+def body_version(body: bytes, path_version: str | None) -> str | None:
+    """The version a native body asks for with ``"model_version"``, else the path's.
+
+    Read before the model is picked, so only bodies that mention the key are parsed here
+    (they then take the general path: the typed one forbids the key). The value is
+    checked as every version from outside is; a body that contradicts its path is a 422.
+    """
+    if b'"model_version"' not in body:
+        return path_version
+    payload = parse_json(body)
+    if not isinstance(payload, dict) or "model_version" not in payload:
+        return path_version
+    # The one check of versions from outside; accepts JSON 2 as "2".
+    value = check_version(payload["model_version"], "model_version")
+    if path_version is not None and value != path_version:
+        raise InvalidInput.for_fields(
+            [
+                FieldError(
+                    "model_version",
+                    f"{value!r} contradicts version {path_version!r} in the path; send one",
+                )
+            ]
+        )
+    return value
 
 
 def _member(payload: Any, key: str, expected: str) -> Any:
