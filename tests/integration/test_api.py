@@ -129,6 +129,9 @@ def test_openapi_docs_carry_examples_from_the_manifest(client: httpx.Client) -> 
     }
     batch = spec["paths"]["/predict/batch"]["post"]["requestBody"]["content"]["application/json"]
     assert batch["schema"]["properties"]["instances"]["maxItems"] == 1000
+    # Issue 24: strict bodies, and the version a body may name.
+    assert body["schema"]["additionalProperties"] is False
+    assert batch["schema"]["properties"]["model_version"]["type"] == "string"
 
 
 # --- predictions -----------------------------------------------------------------------
