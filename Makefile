@@ -12,8 +12,11 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 WORKERS ?= 2
 MODELGATE := $(VENV)/bin/modelgate
+# locust in a venv of its own (bench/locust.in says why), pinned with hashes.
+LOCUST_LOCK := bench/locust.lock
+LOCUST_STAMP := .venv-locust/.installed-stamp
 
-.PHONY: help venv lock models os-deps run up down status serve test test-faults lint fmt clean bench
+.PHONY: help venv lock models os-deps run up down status serve test test-faults lint fmt clean bench load
 
 help:
 	@echo "make run    - the native stack in the foreground: gateway on http://127.0.0.1:8080"
@@ -25,6 +28,8 @@ help:
 	@echo "              tests/faults/RESULTS.md (about 15 minutes; FAULTS_SOAK_S=600 for a full soak)"
 	@echo "make models - (re)build the demo model repository in models/"
 	@echo "make bench  - every benchmark scenario; writes bench/RESULTS.md (about 20 minutes)"
+	@echo "make load   - locust against the running gateway (LOAD_HOST, LOAD_USERS, LOAD_TIME);"
+	@echo "              CSV and HTML report in bench/out/"
 
 $(STAMP): services/api/pyproject.toml $(LOCK)
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -34,13 +39,18 @@ $(STAMP): services/api/pyproject.toml $(LOCK)
 
 venv: $(STAMP)
 
-# Re-pin after editing services/api/pyproject.toml (pip-tools in a throwaway venv).
+# Re-pin after editing services/api/pyproject.toml, bench/locust.in or
+# tests/tools/mlflow-server.in (pip-tools in a throwaway venv).
 lock:
 	test -x .venv-lock/bin/pip-compile || \
 		(python3 -m venv .venv-lock && .venv-lock/bin/pip install --quiet pip-tools==7.6.2)
 	.venv-lock/bin/pip-compile --quiet --generate-hashes --allow-unsafe --strip-extras \
 		--extra dev --no-emit-find-links --no-emit-index-url $(TORCH_WHEELS) \
 		-o $(LOCK) services/api/pyproject.toml
+	.venv-lock/bin/pip-compile --quiet --generate-hashes --allow-unsafe --strip-extras \
+		--no-emit-find-links --no-emit-index-url -o $(LOCUST_LOCK) bench/locust.in
+	.venv-lock/bin/pip-compile --quiet --generate-hashes --allow-unsafe --strip-extras \
+		--no-emit-find-links --no-emit-index-url -o $(MLFLOW_LOCK) tests/tools/mlflow-server.in
 
 # OS packages the stack and the tests run for real (apt-get, as root, only when missing).
 os-deps:
@@ -86,7 +96,7 @@ $(MLFLOW_STAMP): $(MLFLOW_LOCK)
 	.venv-mlflow/bin/python -m pip install --quiet --require-hashes -r $(MLFLOW_LOCK)
 	touch $@
 
-test: lint models os-deps $(MLFLOW_STAMP)
+test: lint models os-deps $(MLFLOW_STAMP) $(LOCUST_STAMP)
 	$(PY) -m pytest
 
 # The fault suite (tests/faults/): collected only with MODELGATE_FAULTS=1. Durations:
@@ -97,6 +107,25 @@ test-faults: models os-deps
 # Not part of `make test` (a smoke run of every scenario is). BENCH_ARGS=--seconds 30 …
 bench: models os-deps
 	$(PY) bench/run.py $(BENCH_ARGS)
+
+$(LOCUST_STAMP): $(LOCUST_LOCK)
+	test -x .venv-locust/bin/python || python3 -m venv .venv-locust
+	.venv-locust/bin/python -m pip install --quiet --require-hashes -r $(LOCUST_LOCK)
+	touch $@
+
+# Bounded and headless: a run ends by itself after LOAD_TIME. bench/out/load_stats.csv
+# (per route), load_stats_history.csv (over time), load_failures.csv, load.html.
+LOAD_HOST ?= http://127.0.0.1:8080
+LOAD_USERS ?= 20
+LOAD_SPAWN_RATE ?= 10
+LOAD_TIME ?= 60s
+LOAD_OUT ?= bench/out
+load: $(LOCUST_STAMP)
+	mkdir -p $(LOAD_OUT)
+	.venv-locust/bin/locust -f bench/locustfile.py --headless --host $(LOAD_HOST) \
+		--users $(LOAD_USERS) --spawn-rate $(LOAD_SPAWN_RATE) --run-time $(LOAD_TIME) \
+		--stop-timeout 5 --csv $(LOAD_OUT)/load --csv-full-history \
+		--html $(LOAD_OUT)/load.html --only-summary
 
 clean:
 	-test -x $(MODELGATE) && $(MODELGATE) stack down

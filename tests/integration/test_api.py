@@ -129,6 +129,9 @@ def test_openapi_docs_carry_examples_from_the_manifest(client: httpx.Client) -> 
     }
     batch = spec["paths"]["/predict/batch"]["post"]["requestBody"]["content"]["application/json"]
     assert batch["schema"]["properties"]["instances"]["maxItems"] == 1000
+    # Issue 24: strict bodies, and the version a body may name.
+    assert body["schema"]["additionalProperties"] is False
+    assert batch["schema"]["properties"]["model_version"]["type"] == "string"
 
 
 # --- predictions -----------------------------------------------------------------------
@@ -355,3 +358,34 @@ def test_no_input_leaks_a_traceback(client: httpx.Client, replica: Server) -> No
         assert r.status_code in (400, 422), (body[:40], r.status_code, r.text[:200])
         assert "Traceback" not in r.text
     assert client.get("/ready").status_code == 200
+
+
+def test_a_body_key_the_server_would_ignore_is_refused(client: httpx.Client) -> None:
+    answer = client.post("/predict", json={"features": CHURN, "context": {"user": 7}})
+    assert answer.status_code == 422
+    body = answer.json()
+    assert body["field"] == "context" and "remove it" in body["reason"]
+    batch = client.post("/predict/batch", json={"instances": [CHURN], "inputs": []})
+    assert batch.status_code == 422 and batch.json()["field"] == "inputs"
+
+
+def test_model_version_in_the_body_selects_that_version(client: httpx.Client) -> None:
+    """Issue 24: it used to be ignored, and the default version (2) answered."""
+    pinned = client.post("/predict", json={"features": CHURN, "model_version": "1"})
+    assert pinned.status_code == 200 and pinned.json()["model_version"] == "1"
+    by_path = client.post("/models/churn/versions/1/predict", json={"features": CHURN})
+    assert pinned.json()["probability"] == by_path.json()["probability"]
+    batch = client.post(
+        "/models/churn/predict/batch", json={"instances": [CHURN], "model_version": 1}
+    )
+    assert batch.status_code == 200 and batch.json()["model_version"] == "1"
+    same = client.post(
+        "/models/churn/versions/1/predict", json={"features": CHURN, "model_version": "1"}
+    )
+    assert same.status_code == 200
+    absent = client.post("/predict", json={"features": CHURN, "model_version": "9"})
+    assert absent.status_code == 404 and absent.json()["error"] == "model_not_found"
+    clash = client.post(
+        "/models/churn/versions/1/predict", json={"features": CHURN, "model_version": "2"}
+    )
+    assert clash.status_code == 422 and clash.json()["field"] == "model_version"

@@ -23,6 +23,7 @@ import pytest
 from tests.conftest import VENV_BIN, free_port, wait_until
 
 ADMIN_KEY = "stack-admin-key"
+CORS_ORIGIN = "https://app.example.test"
 PREDICT_LIMIT = 120  # per client per minute; the limit test sends more than this
 
 
@@ -91,6 +92,8 @@ def start_stack(models: Path, workdir: Path) -> Stack:
         "MODELGATE_AUTH__ADMIN_KEY_SHA256": hashlib.sha256(ADMIN_KEY.encode()).hexdigest(),
         "MODELGATE_RATE_LIMIT__PREDICT": f"{PREDICT_LIMIT}/minute",
         "MODELGATE_RATE_LIMIT__BATCH": "60/minute",
+        # Only requests with an Origin header see CORS (test_cors.py); the rest don't.
+        "MODELGATE_CORS__ALLOW_ORIGINS": f'["{CORS_ORIGIN}"]',
     }
     stack = Stack(
         dir=workdir,

@@ -10,7 +10,7 @@ import pytest
 
 from modelgate.errors import InvalidInput, MalformedRequest
 from modelgate.manifest import Manifest
-from modelgate.validation import InputValidator, parse_json
+from modelgate.validation import InputValidator, body_version, parse_json, refuse_unknown_keys
 from tests.unit.manifests import manifest_dict
 
 MANIFEST = Manifest.model_validate(manifest_dict())
@@ -218,6 +218,7 @@ def outcome(validator: InputValidator, body: bytes, batch: bool) -> Any:
 def general(validator: InputValidator, body: bytes, batch: bool) -> Any:
     try:
         payload = parse_json(body)
+        refuse_unknown_keys(payload, "instances" if batch else "features")
         rows = validator.batch(payload, 3) if batch else validator.single(payload)
     except InvalidInput as exc:
         return [(e.field, e.reason) for e in exc.errors]
@@ -257,7 +258,7 @@ def test_typed_single_body_answers_like_the_general_path(features: Any) -> None:
 
 @pytest.mark.parametrize("features", BODY_FEATURES)
 def test_typed_batch_body_answers_like_the_general_path(features: Any) -> None:
-    body = json.dumps({"instances": [GOOD, features], "parameters": {}}).encode()
+    body = json.dumps({"instances": [GOOD, features]}).encode()
     assert outcome(V, body, batch=True) == general(V, body, batch=True)
 
 
@@ -303,3 +304,53 @@ def test_typed_decoding_answers_the_common_bodies_itself() -> None:
     assert V._typed.single(single) is not None
     assert V._typed.batch(batch, 3) is not None
     assert WIDE._typed.single(json.dumps({"features": WIDE_GOOD}).encode()) is not None
+
+
+# Strict bodies (issue 24): nothing a caller sends is silently ignored.
+
+
+@pytest.mark.parametrize(
+    ("body", "batch", "field", "hint"),
+    [
+        ({"features": GOOD, "context": {"user": 7}}, False, "context", "remove it"),
+        ({"features": GOOD, "extra": 1}, False, "extra", "unknown field"),
+        ({"instances": [GOOD]}, False, "instances", "/predict/batch"),
+        ({"inputs": [GOOD]}, False, "inputs", "/v2/models/{name}/infer"),
+        ({"instances": [GOOD], "features": GOOD}, True, "features", "'instances'"),
+        ({"instances": [GOOD], "model_name": "churn"}, True, "model_name", "in the path"),
+    ],
+)
+def test_unknown_top_level_keys_are_named_with_what_to_send(
+    body: dict[str, Any], batch: bool, field: str, hint: str
+) -> None:
+    raw = json.dumps(body).encode()
+    with pytest.raises(InvalidInput) as info:
+        V.batch_body(raw, 3) if batch else V.single_body(raw)
+    [error] = info.value.errors
+    assert error.field == field and error.reason.startswith("unknown field")
+    assert hint in error.reason
+
+
+def test_every_unknown_key_is_named_at_once() -> None:
+    raw = json.dumps({"features": GOOD, "a": 1, "b": 2}).encode()
+    with pytest.raises(InvalidInput) as info:
+        V.single_body(raw)
+    assert [e.field for e in info.value.errors] == ["a", "b"]
+
+
+def test_model_version_in_the_body_picks_the_version_or_says_why_not() -> None:
+    def body(version: Any) -> bytes:
+        return json.dumps({"features": GOOD, "model_version": version}).encode()
+
+    assert body_version(json.dumps({"features": GOOD}).encode(), None) is None
+    assert body_version(json.dumps({"features": GOOD}).encode(), "2") == "2"
+    assert body_version(body("1"), None) == "1"
+    assert body_version(body(1), None) == "1"
+    assert body_version(body("1"), "1") == "1"
+    for bad, reason in [("01", "version number"), (True, "version number"), ("2", "contradicts")]:
+        with pytest.raises(InvalidInput) as info:
+            body_version(body(bad), "1")
+        [error] = info.value.errors
+        assert error.field == "model_version" and reason in error.reason
+    # The key is the route's: the validator accepts a body that carries it.
+    assert V.single_body(body("1")).shape == (1, 3)

@@ -26,6 +26,7 @@ from modelgate import __version__
 from modelgate.accesslog import AccessLog
 from modelgate.cache import NullCache, PredictionCache
 from modelgate.control import FleetControl
+from modelgate.cors import Cors
 from modelgate.deps import Lifecycle
 from modelgate.errors import ModelGateError, install_error_handlers
 from modelgate.follow import AliasFollower, initial_sync
@@ -273,5 +274,7 @@ def create_app(settings: Settings | None = None) -> ModelGateApp:
     app.include_router(observability.router)
     install_openapi(app, lambda: app.state.repository, settings.max_batch_instances)
     lane = PredictionLane(app.framework, app, prediction_routers)
-    app.edge = Edge(lane, metrics, access_log)
+    # Only when configured: with CORS off, requests don't pass an extra layer at all.
+    inner: ASGIApp = Cors(lane, settings.cors) if settings.cors.allow_origins else lane
+    app.edge = Edge(inner, metrics, access_log)
     return app

@@ -12,7 +12,7 @@ from typing import Any
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 
-from modelgate.manifest import DType, Manifest
+from modelgate.manifest import VERSION, DType, Manifest
 from modelgate.repository import ModelRepository
 
 
@@ -51,10 +51,17 @@ def _feature_schema(manifest: Manifest | None) -> dict[str, Any]:
 def _bodies(manifest: Manifest | None, max_instances: int) -> dict[str, dict[str, Any]]:
     instance = _feature_schema(manifest)
     example = manifest.example_features() if manifest else {}
+    # Bodies are strict (validation.refuse_unknown_keys); a version may ride in the body.
+    version = {
+        "type": "string",
+        "pattern": f"^({VERSION.pattern})$",
+        "description": "run this version (as the versioned path does)",
+    }
     single = {
         "type": "object",
         "required": ["features"],
-        "properties": {"features": instance},
+        "properties": {"features": instance, "model_version": version},
+        "additionalProperties": False,
     }
     batch = {
         "type": "object",
@@ -65,8 +72,10 @@ def _bodies(manifest: Manifest | None, max_instances: int) -> dict[str, dict[str
                 "items": instance,
                 "minItems": 1,
                 "maxItems": max_instances,
-            }
+            },
+            "model_version": version,
         },
+        "additionalProperties": False,
     }
     return {
         "single": {"schema": single, "example": {"features": example}},

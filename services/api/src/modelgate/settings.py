@@ -127,6 +127,44 @@ class AuthSettings(BaseModel):
     admin_key_sha256: str | None = None
 
 
+class CorsSettings(BaseModel):
+    """Cross-origin access for browser scripts (cors.py); off while no origin is allowed."""
+
+    # Exact origins ("https://app.example.com"), or ["*"] for any (never with credentials).
+    allow_origins: list[str] = Field(default_factory=list)
+    allow_methods: list[str] = Field(default_factory=lambda: ["GET", "POST"])
+    # What browser clients of this API send besides the CORS-safelisted headers.
+    allow_headers: list[str] = Field(
+        default_factory=lambda: ["Content-Type", "Authorization", "X-API-Key", "X-Request-ID"]
+    )
+    allow_credentials: bool = False
+    # How long a browser may reuse a preflight answer, in seconds (Chromium caps it at 7200).
+    max_age: int = Field(600, ge=0, le=86400)
+
+    @field_validator("allow_origins")
+    @classmethod
+    def _origins(cls, value: list[str]) -> list[str]:
+        for origin in value:
+            if origin == "*":
+                continue
+            parts = urlsplit(origin)
+            # A browser's Origin header is exactly scheme://host[:port]: anything else
+            # (a path, a trailing slash) would never match, silently.
+            if (
+                parts.scheme not in ("http", "https")
+                or not parts.netloc
+                or origin != (f"{parts.scheme}://{parts.netloc}")
+            ):
+                raise ValueError(f"{origin!r} is not an origin like https://app.example.com")
+        return value
+
+    @model_validator(mode="after")
+    def _no_wildcard_with_credentials(self) -> CorsSettings:
+        if self.allow_credentials and "*" in self.allow_origins:
+            raise ValueError("allow_credentials needs explicit origins: browsers refuse '*'")
+        return self
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="MODELGATE_",
@@ -160,6 +198,7 @@ class Settings(BaseSettings):
     auth: AuthSettings = Field(default_factory=AuthSettings)
     prediction_log: PredictionLogSettings = Field(default_factory=PredictionLogSettings)
     mlflow: MlflowSettings = Field(default_factory=MlflowSettings)
+    cors: CorsSettings = Field(default_factory=CorsSettings)
 
     log_level: str = "INFO"
     # Name reported by GET /, /health and /models; defaults to the host name, which compose

@@ -25,6 +25,7 @@ import orjson
 
 from modelgate.errors import FieldError, InvalidInput, MalformedRequest
 from modelgate.manifest import DType, InputSpec, Manifest
+from modelgate.repository import check_version
 
 
 def parse_json(body: bytes) -> Any:
@@ -122,8 +123,16 @@ class _TypedBodies:
             forbid_unknown_fields=True,
             gc=False,
         )
-        single = msgspec.defstruct("Single", [("features", row)], gc=False)
-        batch = msgspec.defstruct("Batch", [("instances", list[row])], gc=False)  # type: ignore[valid-type]
+        # Unknown top-level keys fail here too, so the general path refuses them by name.
+        single = msgspec.defstruct(
+            "Single", [("features", row)], forbid_unknown_fields=True, gc=False
+        )
+        batch = msgspec.defstruct(
+            "Batch",
+            [("instances", list[row])],  # type: ignore[valid-type]
+            forbid_unknown_fields=True,
+            gc=False,
+        )
         self._single = msgspec.json.Decoder(single)
         self._batch = msgspec.json.Decoder(batch)
         # Counts instances without building them (see ``batch``).
@@ -206,7 +215,9 @@ class InputValidator:
             values = np.array([row], dtype=np.float64)
             if len(row) > 32 and self._all_valid(values):
                 return values.astype(np.float32)
-        return self.single(parse_json(body))
+        payload = parse_json(body)
+        refuse_unknown_keys(payload, "features")
+        return self.single(payload)
 
     def refuse_too_many(self, body: bytes, max_instances: int) -> None:
         """InvalidInput if the body's ``instances`` are more than ``max_instances``,
@@ -220,7 +231,9 @@ class InputValidator:
             values = np.array(rows, dtype=np.float64)
             if self._all_valid(values):
                 return values.astype(np.float32)
-        return self.batch(parse_json(body), max_instances)
+        payload = parse_json(body)
+        refuse_unknown_keys(payload, "instances")
+        return self.batch(payload, max_instances)
 
     def row(self, instance: Any, where: str, errors: list[FieldError]) -> list[float]:
         """One instance (named object or positional list) → floats; appends to errors."""
@@ -400,6 +413,61 @@ class InputValidator:
         if errors:
             raise InvalidInput.for_fields(errors[:50])
         return rows.astype(np.float32)
+
+
+# Keys other APIs and tutorials put in a prediction body, and what modelgate wants instead.
+_ALIASES = {
+    "instances": "one instance goes in 'features'; several go to POST …/predict/batch",
+    "features": "a batch's rows go in 'instances'",
+    "inputs": "send 'features', or the V2 protocol's POST /v2/models/{name}/infer",
+    "data": "send the instance as 'features'",
+    "context": "modelgate takes no request context; remove it",
+    "model_name": "name the model in the path: /models/{name}/predict",
+    "model": "name the model in the path: /models/{name}/predict",
+    "version": "name the version in the path: /models/{name}/versions/{v}/predict",
+    "signature_name": "TF Serving's body goes to POST /v1/models/{name}:predict",
+}
+
+
+def refuse_unknown_keys(payload: Any, key: str) -> None:
+    """A native body holds ``key`` and nothing else: a key the server ignored would hide a
+    client's mistake (a version asked for in the body, served by another). 422 naming
+    every unknown key, with what to send instead when it is a known alias."""
+    if not isinstance(payload, dict) or (len(payload) == 1 and key in payload):
+        return
+    errors = [
+        FieldError(k, f"unknown field; {_ALIASES[k]}" if k in _ALIASES else "unknown field")
+        for k in payload
+        if k != key and k != "model_version"  # read by the route (body_version)
+    ]
+    if errors:
+        raise InvalidInput.for_fields(errors)
+
+
+def body_version(body: bytes, path_version: str | None) -> str | None:
+    """The version a native body asks for with ``"model_version"``, else the path's.
+
+    Read before the model is picked, so only bodies that mention the key are parsed here
+    (they then take the general path: the typed one forbids the key). The value is
+    checked as every version from outside is; a body that contradicts its path is a 422.
+    """
+    if b'"model_version"' not in body:
+        return path_version
+    payload = parse_json(body)
+    if not isinstance(payload, dict) or "model_version" not in payload:
+        return path_version
+    # The one check of versions from outside; accepts JSON 2 as "2".
+    value = check_version(payload["model_version"], "model_version")
+    if path_version is not None and value != path_version:
+        raise InvalidInput.for_fields(
+            [
+                FieldError(
+                    "model_version",
+                    f"{value!r} contradicts version {path_version!r} in the path; send one",
+                )
+            ]
+        )
+    return value
 
 
 def _member(payload: Any, key: str, expected: str) -> Any:

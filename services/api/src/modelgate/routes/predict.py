@@ -22,6 +22,7 @@ from modelgate.ratelimit import BATCH_SCOPE, PREDICT_SCOPE, quota
 from modelgate.service import BatchResult, PredictionService, elapsed_ms
 from modelgate.settings import Settings
 from modelgate.timefmt import iso_utc
+from modelgate.validation import body_version
 
 SINGLE = "single"
 BATCH = "batch"
@@ -51,8 +52,8 @@ async def predict_single(request: Request, name: str | None, version: str | None
     state = request.scope["state"]
     service: PredictionService = state["service"]
     settings: Settings = state["settings"]
-    model = service.repository.get(name, version)
     raw = await read_body(request, settings.max_body_bytes)
+    model = service.repository.get(name, body_version(raw, version))
     rows = service.validator(model).single_body(raw)
     result = await service.run(model, rows)
     _note(state, result)
@@ -73,8 +74,8 @@ async def predict_batch(request: Request, name: str | None, version: str | None)
     state = request.scope["state"]
     service: PredictionService = state["service"]
     settings: Settings = state["settings"]
-    model = service.repository.get(name, version)
     raw = await read_body(request, settings.max_body_bytes)
+    model = service.repository.get(name, body_version(raw, version))
     rows = service.validator(model).batch_body(raw, settings.max_batch_instances)
     result = await service.run(model, rows)
     _note(state, result)
