@@ -99,6 +99,11 @@ def start_fault_stack(
         "MODELGATE_RATE_LIMIT__PREDICT": "10000000/minute",
         "MODELGATE_RATE_LIMIT__BATCH": "10000000/minute",
         "MODELGATE_LOG_LEVEL": "WARNING",
+        # The prediction log's own caps keep it inside F12's 64 MiB tmpfs (3 replicas x
+        # 16 MiB): without them F13's soak (~100k lines, ~650 B each on a fast machine)
+        # filled the disk and every later fault found its answers unlogged.
+        "MODELGATE_PREDICTION_LOG__MAX_FILE_BYTES": str(4 << 20),
+        "MODELGATE_PREDICTION_LOG__MAX_TOTAL_BYTES": str(16 << 20),
         **extra,
     }
     mounted = None
