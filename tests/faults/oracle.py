@@ -96,6 +96,30 @@ def gateway_attempts(stack: Stack, offset: int) -> Counter[str]:
     return sent
 
 
+def gateway_errors(stack: Stack) -> Counter[str]:
+    """What nginx's error log says, by kind: the message without its time, ids, client
+    and upstream address (e.g. "no live upstreams while connecting to upstream")."""
+    path = stack.dir / "logs" / "gateway-error.log"
+    kinds: Counter[str] = Counter()
+    if not path.exists():
+        return kinds
+    for line in path.read_text(errors="replace").splitlines():
+        found = re.search(r"\] \d+#\d+: (?:\*\d+ )?(.*?)(?:, client: .*)?$", line)
+        if found:
+            kinds[found.group(1)] += 1
+    return kinds
+
+
+def retried_upstream(stack: Stack, offset: int = 0) -> int:
+    """Requests the gateway sent to more than one replica (a race or a dead replica,
+    absorbed by ``proxy_next_upstream``) since ``offset``."""
+    path = stack.dir / "logs" / "gateway-access.log"
+    with path.open("rb") as f:
+        f.seek(offset)
+        lines = f.read().decode().splitlines()
+    return sum(1 for line in lines if line.strip() and "," in json.loads(line)["upstream"])
+
+
 def wait_counts_agree(
     stack: Stack, before: dict[str, int], offset: int, timeout: float = 15
 ) -> tuple[int, int]:

@@ -40,6 +40,7 @@ from tests.faults.oracle import (
     fleet_metric,
     fleet_predictions,
     gateway_attempts,
+    gateway_errors,
     latency_ms,
     log_check,
     non_2xx,
@@ -47,6 +48,7 @@ from tests.faults.oracle import (
     outcomes,
     read_json,
     replica_predictions,
+    retried_upstream,
     rss_kib,
 )
 
@@ -344,8 +346,9 @@ def test_f06_worker_recycling(
         run.mark("after")
         answers = run.finish()
         row.extra["workers seen (6 at a time)"] = len(seen)
+        row.extra["requests retried on another replica"] = retried_upstream(recycling)
         assert len(seen) > 6, "no worker was recycled"
-        assert non_2xx(answers) == {}
+        assert non_2xx(answers) == {}, f"the gateway said: {dict(gateway_errors(recycling))}"
         run.check_counts()
         run.check_log()
     finally:

@@ -496,7 +496,7 @@ def test_gateway_env_renders_the_template_completely() -> None:
     template = (ROOT / "infra/nginx/templates/default.conf.template").read_text()
     rendered = render(template, env)
     assert "${" not in rendered
-    assert "server api-2:8000 max_fails=1" in rendered
+    assert "server api-2:8000 max_fails=3" in rendered
     assert "$request_id" in rendered  # nginx's own variables untouched
 
 
