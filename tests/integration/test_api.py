@@ -6,6 +6,7 @@ import json
 import re
 import select
 import socket
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -62,6 +63,9 @@ def test_root_names_the_service_and_links(client: httpx.Client) -> None:
 def test_health_reports_models_and_the_refused_version(client: httpx.Client) -> None:
     body = client.get("/health").json()
     assert body["status"] == "ok"
+    assert body["model_loaded"] is True
+    age = datetime.now(UTC) - datetime.fromisoformat(body["timestamp"])
+    assert timedelta(0) <= age < timedelta(minutes=1)
     assert body["models"] == {"churn": ["1", "2"], "iris": ["1"]}
     assert body["models_loaded"] == 3
     assert body["default_model"] == "churn"

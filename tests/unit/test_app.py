@@ -97,6 +97,8 @@ def test_not_ready_without_models(tmp_path: Path) -> None:
     with TestClient(app) as c:
         r = c.get("/ready")
         assert r.status_code == 503 and r.json()["status"] == "not_ready"
+        health = c.get("/health")
+        assert health.status_code == 200 and health.json()["model_loaded"] is False
         r = c.post("/predict", json={"features": FEATURES})
         assert r.status_code == 404 and r.json()["error"] == "model_not_found"
 

@@ -61,6 +61,10 @@ async def health(
     return json_response(
         {
             "status": "ok",
+            # The tutorials' field: every configured model has a version loaded (what
+            # /ready checks, which also turns 503 while the worker drains).
+            "model_loaded": repository.ready(),
+            "timestamp": datetime.now(UTC).isoformat(),
             "instance": settings.instance,
             "models_loaded": sum(len(e.versions) for e in models.values()),
             "models": {
