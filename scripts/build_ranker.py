@@ -12,6 +12,10 @@ click long pieces, long pieces do worse on phones, freshness, evenings). An MLP 
 it; its held-out AUC and a popularity-only baseline's go in the manifest. The user and
 item feature tables are written as CSV next to the model (``features/``), the files
 ``modelgate features load`` takes.
+
+It goes to a repository of its own (``models-ranking/``) until a route serves rankers:
+in ``models/`` every replica would load it, every test replica would pay for that, and
+the predict routes would list a model they can't answer for.
 """
 
 from __future__ import annotations
@@ -197,7 +201,9 @@ def build_ranker(root: Path) -> dict[str, Any]:
         "context": CONTEXT,
     }
     batch = torch.export.Dim("batch", min=1, max=65536)
-    program = torch.export.export(model, (torch.zeros(8, x.shape[1]),), dynamic_shapes=({0: batch},))
+    program = torch.export.export(
+        model, (torch.zeros(8, x.shape[1]),), dynamic_shapes=({0: batch},)
+    )
     # No sample inputs in the archive: torch stores them as a pickle (build_models.py).
     program.example_inputs = None  # type: ignore[assignment]
     torch.export.save(program, str(version_dir / "model.pt2"))

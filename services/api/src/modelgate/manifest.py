@@ -207,7 +207,9 @@ class Manifest(BaseModel):
         ``inputs`` so every tool that reads inputs (warm-up, /models) sees them. A
         manifest may leave them out; if it names them, they must be the derived ones."""
         if isinstance(data, dict) and data.get("task") == Task.RANKING.value:
-            if "inputs" not in data and isinstance(data.get("ranking"), dict):
+            if not isinstance(data.get("ranking"), dict):
+                raise ValueError("task ranking needs a ranking section")
+            if "inputs" not in data:
                 spec = RankingSpec.model_validate(data["ranking"])
                 return {**data, "inputs": [c.model_dump() for c in spec.columns]}
         return data

@@ -25,8 +25,11 @@ def arguments(parser: argparse.ArgumentParser) -> None:
     for p in (ld, gt):
         p.add_argument("--feature-set", required=True, help="as the manifest's ranking names it")
         p.add_argument("--entity", required=True, choices=[e.value for e in Entity])
-        p.add_argument("--redis-url", default=None, help="default: MODELGATE_REDIS_URL, else "
-                       "the native stack's")
+        p.add_argument(
+            "--redis-url",
+            default=None,
+            help="default: MODELGATE_REDIS_URL, else the native stack's",
+        )
         p.add_argument("--redis-password-file", type=Path, default=None)
     ld.add_argument("--file", required=True, type=Path, help="FILE.csv: <entity>_id,features…")
     gt.add_argument("ids", nargs="+", type=int, metavar="ID")

@@ -91,8 +91,9 @@ class FeatureStore:
         """The user's and the items' features; raises ``FeaturesUnavailable``."""
         if not self.breaker.allow():
             raise FeaturesUnavailable("the feature store is unavailable (Redis); retry shortly")
-        user_ptr, item_ptr = keys.pointer(feature_set, Entity.USER), keys.pointer(
-            feature_set, Entity.ITEM
+        user_ptr, item_ptr = (
+            keys.pointer(feature_set, Entity.USER),
+            keys.pointer(feature_set, Entity.ITEM),
         )
         args: list[Any] = [
             keys.table_prefix(feature_set, Entity.USER),

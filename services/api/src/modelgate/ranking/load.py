@@ -107,7 +107,9 @@ def _parse(reader: Iterable[list[str]], path: Path, entity: Entity) -> Table:
         if not 0 <= entity_id < 2**63:
             raise LoadError(f"{path}:{line}: {id_column} {entity_id} is not a non-negative int64")
         if entity_id in seen:
-            raise LoadError(f"{path}:{line}: {id_column} {entity_id} repeats line {seen[entity_id]}")
+            raise LoadError(
+                f"{path}:{line}: {id_column} {entity_id} repeats line {seen[entity_id]}"
+            )
         seen[entity_id] = line
         parsed = []
         for name, text in zip(columns, row[1:], strict=True):
@@ -167,8 +169,7 @@ def load(
     start = time.perf_counter()
     entity, version = table.entity, table.version
     pointer = keys.pointer(feature_set, entity)
-    current = client.get(pointer)
-    if current is not None and current.decode() == version:
+    if _text(client.get(pointer)) == version:
         if progress is not None:
             progress.update(progress.total)
         return LoadReport(version, version, len(table.ids), 0, time.perf_counter() - start)
@@ -180,7 +181,9 @@ def load(
         for at in range(0, len(table.ids), CHUNK):
             ids = table.ids[at : at + CHUNK].tolist()
             rows = table.values[at : at + CHUNK]
-            client.hset(table_key, mapping={str(i): r.tobytes() for i, r in zip(ids, rows)})
+            client.hset(
+                table_key, mapping={str(i): r.tobytes() for i, r in zip(ids, rows, strict=True)}
+            )
             written += len(ids)
             if progress is not None:
                 progress.update(written)
@@ -195,16 +198,16 @@ def load(
     # The switch: one command, so readers see the old version or the new, never a mix.
     previous = client.set(pointer, version, get=True)
     _prune(client, feature_set, entity, version, time.time())
-    old = previous.decode() if isinstance(previous, bytes) else None
-    return LoadReport(version, old, len(table.ids), written, time.perf_counter() - start)
+    return LoadReport(version, _text(previous), len(table.ids), written, time.perf_counter() - start)
 
 
 def _prune(client: redis.Redis, feature_set: str, entity: Entity, version: str, now: float) -> None:
     """Keep the newest ``KEEP_VERSIONS`` versions; delete the tables of the others."""
     index = keys.versions(feature_set, entity)
     client.zadd(index, {version: now})
-    stale = [v.decode() for v in client.zrange(index, 0, -KEEP_VERSIONS - 1)]
-    for old in stale:
+    for old in map(_text, client.zrange(index, 0, -KEEP_VERSIONS - 1)):
+        if old is None:
+            continue
         if keys.VERSION.fullmatch(old):
             client.unlink(keys.table(feature_set, entity, old), keys.meta(feature_set, entity, old))
         client.zrem(index, old)
@@ -219,16 +222,22 @@ class Stored:
 
 def get(client: redis.Redis, feature_set: str, entity: Entity, ids: list[int]) -> Stored | None:
     """The current version's features of ``ids``; None when nothing is loaded."""
-    raw = client.get(keys.pointer(feature_set, entity))
-    if raw is None:
+    version = _text(client.get(keys.pointer(feature_set, entity)))
+    if version is None or not keys.VERSION.fullmatch(version):
         return None
-    version = raw.decode()
     meta = client.get(keys.meta(feature_set, entity, version))
     if meta is None:
         return None
     columns = tuple(orjson.loads(meta)["columns"])
     values = client.hmget(keys.table(feature_set, entity, version), [str(i) for i in ids])
     rows: list[list[float] | None] = [
-        np.frombuffer(v, "<f4").tolist() if v is not None else None for v in values
+        np.frombuffer(v, "<f4").tolist() if isinstance(v, bytes) else None for v in values
     ]
     return Stored(version, columns, rows)
+
+
+def _text(value: object) -> str | None:
+    """A reply as text (redis-py's types allow str, though this client returns bytes)."""
+    if isinstance(value, bytes):
+        return value.decode()
+    return value if isinstance(value, str) else None

@@ -22,7 +22,7 @@ import numpy as np
 
 from modelgate.errors import FieldError, InvalidInput
 from modelgate.manifest import Manifest, RankingSpec, Task
-from modelgate.ranking.features import FeaturesUnavailable, FeatureStore
+from modelgate.ranking.features import FeatureStore, FeaturesUnavailable
 from modelgate.ranking.request import RankRequest, RankRequestParser
 from modelgate.ranking.rows import ColumnsMissing, RowAssembler
 from modelgate.runtime import LoadedModel
