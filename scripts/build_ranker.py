@@ -37,7 +37,7 @@ CREATED_AT = "2026-12-02T00:00:00Z"  # fixed so that rebuilt manifests are ident
 NAME, VERSION, FEATURE_SET = "feed", "1", "feed_demo"
 N_USERS, N_ITEMS, N_IMPRESSIONS = 2000, 1000, 60_000
 DEVICES = ["mobile", "desktop", "tablet"]
-EPOCHS = 250
+EPOCHS, BATCH = 10, 512
 
 USER = [
     {"name": "historical_ctr", "min": 0, "max": 1, "description": "clicks / impressions"},
@@ -147,15 +147,20 @@ class Ranker(nn.Module):
 
 
 def train(model: Ranker, x: np.ndarray, y: np.ndarray) -> None:
+    """Mini-batch Adam: ~1.5 s of one core for a better AUC than 250 full-batch epochs'
+    ~8 s (this runs in every CI `make test`)."""
     xt, yt = torch.tensor(x), torch.tensor(y)
-    opt = torch.optim.Adam(model.parameters(), lr=0.01)
+    opt = torch.optim.Adam(model.parameters(), lr=0.003)
     loss_fn = nn.BCEWithLogitsLoss()
+    shuffle = torch.Generator().manual_seed(SEED)
     model.train()
     for _ in range(EPOCHS):
-        opt.zero_grad()
-        loss = loss_fn(model.logits(xt), yt)
-        loss.backward()
-        opt.step()
+        order = torch.randperm(len(xt), generator=shuffle)
+        for at in range(0, len(xt), BATCH):
+            batch = order[at : at + BATCH]
+            opt.zero_grad()
+            loss_fn(model.logits(xt[batch]), yt[batch]).backward()
+            opt.step()
     model.eval()
 
 
@@ -228,6 +233,7 @@ def build_ranker(root: Path) -> dict[str, Any]:
                 "heldout_rows": len(te),
                 "click_rate": round(float(y.mean()), 4),
                 "epochs": EPOCHS,
+                "batch_size": BATCH,
                 "heldout_auc": auc,
                 "baseline_popularity_auc": baseline,
             },

@@ -198,7 +198,9 @@ def load(
     # The switch: one command, so readers see the old version or the new, never a mix.
     previous = client.set(pointer, version, get=True)
     _prune(client, feature_set, entity, version, time.time())
-    return LoadReport(version, _text(previous), len(table.ids), written, time.perf_counter() - start)
+    return LoadReport(
+        version, _text(previous), len(table.ids), written, time.perf_counter() - start
+    )
 
 
 def _prune(client: redis.Redis, feature_set: str, entity: Entity, version: str, now: float) -> None:
