@@ -3,6 +3,7 @@ rows, score them in one tensor call, order them.
 
 What a route calls (the route formats the answer; the core speaks arrays)::
 
+    ranker = Ranker.from_settings(settings)         # once per worker (lifespan)
     request = ranker.parse(model, payload)          # 422 naming the field
     result = await ranker.rank(model, request)      # 503 if the store can't answer
 
@@ -26,6 +27,7 @@ from modelgate.ranking.features import FeatureStore, FeaturesUnavailable
 from modelgate.ranking.request import RankRequest, RankRequestParser
 from modelgate.ranking.rows import ColumnsMissing, RowAssembler
 from modelgate.runtime import LoadedModel
+from modelgate.settings import Settings
 
 # Compiled plans kept per manifest; a worker serves a few versions at a time.
 MAX_PLANS = 64
@@ -78,6 +80,20 @@ class Ranker:
     store: FeatureStore
     max_items: int = 100
     _plans: dict[str, Plan] = field(default_factory=dict)
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Ranker | None:
+        """One per worker, built in the lifespan; None without Redis (no feature store)."""
+        if not settings.redis_url:
+            return None
+        r = settings.ranking
+        store = FeatureStore.from_url(
+            settings.redis_connection_url, r.timeout_ms / 1000, r.breaker_seconds
+        )
+        return cls(store, r.max_items)
+
+    async def close(self) -> None:
+        await self.store.close()
 
     def plan(self, manifest: Manifest) -> Plan:
         found = self._plans.get(manifest.digest)
