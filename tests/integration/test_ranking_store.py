@@ -19,7 +19,7 @@ import torch
 from modelgate.manifest import read_manifest
 from modelgate.ports import free_port
 from modelgate.ranking import load
-from modelgate.ranking.features import FeaturesUnavailable, FeatureStore
+from modelgate.ranking.features import FeatureStore, FeaturesUnavailable
 from modelgate.ranking.keys import Entity
 from modelgate.ranking.ranker import Ranker
 from modelgate.runtime import LoadedModel, load_model
