@@ -253,3 +253,18 @@ def test_nothing_loaded_or_no_redis_is_a_503(demo: Demo) -> None:
     assert not store.breaker.is_open  # nothing loaded is not Redis trouble
     store = asyncio.run(run(f"redis://127.0.0.1:{free_port()}/0", demo.model))
     assert store.breaker.is_open
+
+
+def test_the_shipped_feature_files_load_at_stack_start(
+    demo_ranker: Path, demo_models: Path, redis_server: RedisServer
+) -> None:
+    """What ``modelgate stack up`` does once Redis is ready (stack.load_ranking_features)."""
+    from modelgate.ranking import seed
+
+    assert seed.load_shipped(demo_models, redis_server.url) == []  # no rankers there
+    first = dict(seed.load_shipped(demo_ranker, redis_server.url))
+    assert set(first) == {f"{SET}/user", f"{SET}/item"}
+    assert first[f"{SET}/user"].written == 2000 and first[f"{SET}/item"].written == 1000
+    again = dict(seed.load_shipped(demo_ranker, redis_server.url))
+    assert {r.written for r in again.values()} == {0}  # a restart writes nothing
+    assert {k: r.version for k, r in again.items()} == {k: r.version for k, r in first.items()}
