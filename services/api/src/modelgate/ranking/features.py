@@ -59,6 +59,14 @@ class FeaturesUnavailable(ModelGateError):
         return {"Retry-After": "1"}
 
 
+def _version(feature_set: str, entity: str, pointer: bytes | None) -> str:
+    """The version a pointer names; a missing or foreign one means nothing is loaded."""
+    version = pointer.decode(errors="replace") if pointer is not None else ""
+    if not keys.VERSION.fullmatch(version):
+        raise FeaturesUnavailable(f"feature set {feature_set!r} has no {entity} features loaded")
+    return version
+
+
 @dataclass(frozen=True)
 class EntityRows:
     """One entity's fetched features, in the stored version's column order."""
@@ -105,14 +113,13 @@ class FeatureStore:
             uver, iver, user, items = await self.client.script(
                 FETCH_SCRIPT, [user_ptr, item_ptr], args
             )
-            if uver is None or iver is None:
-                missing = "user" if uver is None else "item"
-                raise FeaturesUnavailable(
-                    f"feature set {feature_set!r} has no {missing} features loaded"
-                )
             fetched = Fetched(
-                await self._rows(feature_set, Entity.USER, uver.decode(), [user]),
-                await self._rows(feature_set, Entity.ITEM, iver.decode(), items),
+                await self._rows(
+                    feature_set, Entity.USER, _version(feature_set, "user", uver), [user]
+                ),
+                await self._rows(
+                    feature_set, Entity.ITEM, _version(feature_set, "item", iver), items
+                ),
             )
         except REDIS_ERRORS as exc:
             if self.breaker.failed():
