@@ -251,6 +251,11 @@ def test_nothing_loaded_or_no_redis_is_a_503(demo: Demo) -> None:
 
     store = asyncio.run(run(demo.redis.url, model))
     assert not store.breaker.is_open  # nothing loaded is not Redis trouble
+    with redis.Redis.from_url(demo.redis.url) as client:  # a pointer to no version
+        client.set("mgfeat:{never_loaded}:user:current", "../x")
+        client.set("mgfeat:{never_loaded}:item:current", "0123456789abcdef")
+    store = asyncio.run(run(demo.redis.url, model))
+    assert not store.breaker.is_open
     store = asyncio.run(run(f"redis://127.0.0.1:{free_port()}/0", demo.model))
     assert store.breaker.is_open
 
