@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import time
 from typing import Any
 
 import httpx
@@ -49,9 +50,9 @@ class FleetStatsUnavailable(RuntimeError):
     """Prometheus could not be asked, or did not answer as its API says it does."""
 
 
-async def _query(client: httpx.AsyncClient, expr: str) -> list[dict[str, Any]]:
+async def _query(client: httpx.AsyncClient, expr: str, at: float) -> list[dict[str, Any]]:
     try:
-        r = await client.get("/api/v1/query", params={"query": expr})
+        r = await client.get("/api/v1/query", params={"query": expr, "time": f"{at:.3f}"})
         body = r.json()
     except (httpx.HTTPError, ValueError) as exc:
         raise FleetStatsUnavailable(f"{type(exc).__name__}: {exc}") from None
@@ -91,7 +92,9 @@ async def fleet_stats(prometheus_url: str, timeout_s: float) -> dict[str, Any]:
     async with httpx.AsyncClient(base_url=prometheus_url, timeout=timeout_s) as client:
         names = [*QUERIES, *(f"replica:{k}" for k in PER_REPLICA)]
         exprs = [*QUERIES.values(), *PER_REPLICA.values()]
-        results = await asyncio.gather(*(_query(client, e) for e in exprs))
+        # One evaluation time for every query, so that the numbers agree with each other.
+        at = time.time()
+        results = await asyncio.gather(*(_query(client, e, at) for e in exprs))
     answers = dict(zip(names, results, strict=True))
     v = {name: _scalar(answers[name]) for name in QUERIES}
 
