@@ -130,17 +130,6 @@ def test_compose_refuses_a_webhook_url_that_would_break_the_config(
     assert result.returncode == 2 and "ALERTMANAGER_WEBHOOK_URL" in result.stderr
 
 
-def test_the_gateway_log_program_compiles() -> None:
-    exe = shutil.which("mtail") or "/usr/bin/mtail"
-    result = subprocess.run(
-        [exe, "--compile_only", f"--progs={ROOT / 'infra/mtail'}", "--logtostderr"],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    assert result.returncode == 0, result.stderr
-
-
 def test_prometheus_scrapes_replicas_directly_not_the_gateway() -> None:
     config = yaml.safe_load((PROM / "prometheus.yml").read_text())
     [api] = [j for j in config["scrape_configs"] if j["job_name"] == "modelgate-api"]

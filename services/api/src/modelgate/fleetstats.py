@@ -1,7 +1,7 @@
 """The whole fleet's ``/stats``, from the Prometheus that scrapes every replica.
 
 One replica knows only its own counters, and the gateway hands ``/stats`` to any replica;
-Prometheus holds every replica's (and the gateway's own answers, through mtail). The
+Prometheus holds every replica's (and the gateway's own answers, through its log exporter). The
 summary has the fields of a replica's (routes/observability.py) with the same meaning:
 totals, ratios and latency percentiles since each replica started, the request rate over
 the last minute. Each value is one instant query, all sent at once.

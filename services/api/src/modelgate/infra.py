@@ -46,7 +46,7 @@ def gateway_values(
 ) -> dict[str, str]:
     """The variables of the gateway template; compose sets the same names. ``metrics_log``
     is where the one-line-per-answer metrics log goes: ``syslog:server=HOST:PORT,...``
-    for the log exporter (mtail), or a file."""
+    for the gateway log exporter (gatewaylog.py), or a file."""
     if len(upstreams) != 3:
         raise RenderError("the gateway template names exactly three replicas")
     return {

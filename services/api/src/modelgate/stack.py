@@ -1,7 +1,7 @@
 """The native stack: what ``docker compose up`` runs, as local processes on loopback.
 
 ``modelgate stack up`` starts redis-server, three replicas (``modelgate serve``), nginx as
-the gateway, the exporters (mtail counts the gateway's answers from its metrics log),
+the gateway, the exporters (one counts the gateway's answers from its metrics log),
 alertmanager and prometheus, each waited on until it answers, from the same files under
 ``infra/`` that compose uses (rendered for 127.0.0.1 and this stack's ports). In the
 foreground it stays until Ctrl-C or until a process dies, then stops everything it
@@ -76,8 +76,8 @@ class StackConfig:
     prometheus_port: int = 9090
     nginx_exporter_port: int = 9113
     redis_exporter_port: int = 9121
-    # nginx sends one line per answer to mtail over UDP (syslog) on gateway_log_port;
-    # mtail serves the counts on gateway_log_exporter_port (infra/mtail/).
+    # nginx sends one line per answer over UDP (syslog) to gateway_log_port; the
+    # gateway exporter (gatewaylog.py) serves the counts on gateway_log_exporter_port.
     gateway_log_port: int = 5140
     gateway_log_exporter_port: int = 3903
     alertmanager_port: int = 9093
@@ -394,13 +394,10 @@ def commands(config: StackConfig) -> list[tuple[str, list[str], dict[str, str]]]
         f"-web.listen-address={h}:{config.nginx_exporter_port}",
     ]
     gateway_log_exporter = [
-        which("mtail"),
-        f"--progs={config.infra / 'mtail'}",
-        f"--logs=udp://{h}:{config.gateway_log_port}",
-        f"--address={h}",
-        f"--port={config.gateway_log_exporter_port}",
-        "--emit_prog_label=false",
-        "--logtostderr",
+        str(Path(sys.executable).with_name("modelgate")),
+        "gateway-exporter",
+        f"--udp={h}:{config.gateway_log_port}",
+        f"--listen={h}:{config.gateway_log_exporter_port}",
     ]
     alertmanager = [
         which("prometheus-alertmanager"),
