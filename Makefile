@@ -20,7 +20,7 @@ LOCUST_STAMP := .venv-locust/.installed-stamp
 
 help:
 	@echo "make run    - the native stack in the foreground: gateway on http://127.0.0.1:8080"
-	@echo "              (redis, 3 replicas, nginx, prometheus); Ctrl-C stops it all"
+	@echo "              (redis, 3 replicas, nginx, alertmanager, prometheus); Ctrl-C stops it all"
 	@echo "make up     - the same in the background; make status, make down"
 	@echo "make serve  - one replica alone on http://$(HOST):$(PORT)"
 	@echo "make test   - lint, type-check and run every test tier"
@@ -55,7 +55,8 @@ lock:
 # OS packages the stack and the tests run for real (apt-get, as root, only when missing).
 os-deps:
 	scripts/os-deps.sh redis-server nginx prometheus promtool \
-		prometheus-nginx-exporter prometheus-redis-exporter wrk
+		prometheus-nginx-exporter prometheus-redis-exporter wrk \
+		prometheus-alertmanager amtool
 
 # The demo ranker goes to a repository of its own (scripts/build_ranker.py says why).
 models/.built: $(STAMP) scripts/build_models.py scripts/build_ranker.py

@@ -450,6 +450,9 @@ def native_stack(b: Bench) -> Iterator[str]:
         "MODELGATE_STACK_PROMETHEUS_PORT": str(ports["p"]),
         "MODELGATE_STACK_NGINX_EXPORTER_PORT": str(ports["ne"]),
         "MODELGATE_STACK_REDIS_EXPORTER_PORT": str(ports["re"]),
+        "MODELGATE_STACK_GATEWAY_LOG_PORT": str(free_port()),
+        "MODELGATE_STACK_GATEWAY_LOG_EXPORTER_PORT": str(free_port()),
+        "MODELGATE_STACK_ALERTMANAGER_PORT": str(free_port()),
         **STACK_SETTINGS,
     }
     cli = [str(VENV_BIN / "modelgate"), "stack"]

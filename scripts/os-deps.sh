@@ -8,6 +8,7 @@ declare -A PACKAGE=(
   [nginx]=nginx
   [prometheus]=prometheus
   [promtool]=prometheus
+  [amtool]=prometheus-alertmanager
 )
 
 missing=()

@@ -93,6 +93,9 @@ def start_fault_stack(
         "MODELGATE_STACK_PROMETHEUS_PORT": str(prometheus),
         "MODELGATE_STACK_NGINX_EXPORTER_PORT": str(nginx_exp),
         "MODELGATE_STACK_REDIS_EXPORTER_PORT": str(redis_exp),
+        "MODELGATE_STACK_GATEWAY_LOG_PORT": str(free_port()),
+        "MODELGATE_STACK_GATEWAY_LOG_EXPORTER_PORT": str(free_port()),
+        "MODELGATE_STACK_ALERTMANAGER_PORT": str(free_port()),
         "MODELGATE_MODEL_REPOSITORY": str(models),
         "MODELGATE_AUTH__ADMIN_KEY_SHA256": hashlib.sha256(ADMIN_KEY.encode()).hexdigest(),
         # Quotas on (they are part of F4/F5), high enough never to bind this load.

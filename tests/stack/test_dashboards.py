@@ -99,6 +99,15 @@ def test_every_panel_and_rule_has_data_and_the_counts_add_up(stack: Stack) -> No
     assert hits is not None and misses is not None and hits > 0
     assert hits + misses == 30 + BATCH_LIMIT
 
+    # The gateway counted them too, as answers passed on from the replicas (with the
+    # other tests' traffic on this stack: at least these).
+    def at_gateway(status: int) -> float:
+        match = f'job="gateway", answered_by="replica", status="{status}"'
+        return scalar(stack, f"sum(modelgate_gateway_responses_total{{{match}}})") or 0.0
+
+    wait_until(lambda: at_gateway(422) >= 5 and at_gateway(429) >= 1, 60, "gateway counts")
+    assert at_gateway(200) >= 30 + BATCH_LIMIT and at_gateway(404) >= 2
+
     # Every recording rule and every panel query returns data (rules are evaluated every
     # 5 s and rates need two scrapes, so give them a little while, all together).
     pending = [(name, name) for name in recorded_series()] + dashboard_queries()

@@ -23,8 +23,8 @@ def test_status_reports_every_process_ready(stack: Stack) -> None:
     lines = status.stdout.splitlines()
     names = [line.split()[0] for line in lines]
     assert names == [
-        *("redis", "redis-exporter", "api-1", "api-2", "api-3"),
-        *("gateway", "nginx-exporter", "prometheus", "supervisor"),
+        *("redis", "redis-exporter", "api-1", "api-2", "api-3", "gateway-log-exporter"),
+        *("gateway", "nginx-exporter", "alertmanager", "prometheus", "supervisor"),
     ]
     assert all(" ready " in line for line in lines)
 

@@ -38,10 +38,15 @@ IMAGE_COMMANDS = {
     "busybox": {"wget", "sh"},
     "redis": {"sh", "redis-server", "redis-cli", "cat", "grep", "tr", "head", "chmod", "mv"},
     "prom/prometheus": {"wget"},
+    "prom/alertmanager": {"wget", "sh"},
     "grafana/grafana": {"wget"},
 }
 # Third-party images that already run as a non-root user (their Dockerfiles' USER).
-IMAGE_USER = {"prom/prometheus": "nobody", "grafana/grafana": "472"}
+IMAGE_USER = {
+    "prom/prometheus": "nobody",
+    "prom/alertmanager": "nobody",
+    "grafana/grafana": "472",
+}
 
 _VAR = re.compile(
     r"\$\$|\$\{(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?:(?P<op>:?[-?])(?P<arg>[^}]*))?\}"
@@ -225,7 +230,7 @@ def test_env_example_lists_every_replica_setting() -> None:
 def test_the_topology_is_there() -> None:
     assert set(SERVICES) == {
         *("init", "gateway", "api-1", "api-2", "api-3", "redis", "prometheus", "grafana"),
-        *("nginx-exporter", "redis-exporter"),
+        *("nginx-exporter", "redis-exporter", "gateway-log-exporter", "alertmanager"),
     }
 
 

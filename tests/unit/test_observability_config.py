@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from modelgate.stack import StackConfig, render_prometheus
+from modelgate.stack import StackConfig, render_alertmanager, render_prometheus
 from tests.conftest import ROOT
 
 PROM = ROOT / "infra" / "prometheus"
@@ -59,8 +59,75 @@ def test_the_native_rendering_is_valid_and_points_at_loopback(tmp_path: Path) ->
     ]
     assert targets == [
         *("127.0.0.1:8001", "127.0.0.1:8002", "127.0.0.1:8003"),
-        *("127.0.0.1:9113", "127.0.0.1:9121", "127.0.0.1:9090"),
+        *("127.0.0.1:9113", "127.0.0.1:3903", "127.0.0.1:9121", "127.0.0.1:9093"),
+        "127.0.0.1:9090",
     ]
+    [alertmanagers] = yaml.safe_load(rendered.read_text())["alerting"]["alertmanagers"]
+    assert alertmanagers["static_configs"] == [{"targets": ["127.0.0.1:9093"]}]
+
+
+def test_a_test_stack_can_shorten_every_alert_wait(tmp_path: Path) -> None:
+    config = StackConfig(
+        dir=tmp_path,
+        infra=ROOT / "infra",
+        model_repository=tmp_path,
+        scrape_interval="1s",
+        alert_for="0s",
+    )
+    rendered = render_prometheus(config)
+    promtool("check", "config", str(rendered), cwd=tmp_path)
+    source = yaml.safe_load(rendered.read_text())
+    assert source["global"] == {"scrape_interval": "1s", "evaluation_interval": "1s"}
+    alerts = yaml.safe_load(Path(source["rule_files"][1]).read_text())
+    waits = {r["alert"]: r.get("for") for g in alerts["groups"] for r in g["rules"]}
+    assert waits and set(waits.values()) == {"0s"}
+
+
+def amtool(*args: str) -> str:
+    exe = shutil.which("amtool") or "/usr/bin/amtool"
+    result = subprocess.run([exe, *args], capture_output=True, text=True, check=False)
+    assert result.returncode == 0, result.stdout + result.stderr
+    return result.stdout
+
+
+def compose_alertmanager_config(tmp_path: Path, url: str) -> subprocess.CompletedProcess[str]:
+    """What deploy/compose/alertmanager-entrypoint.sh renders, with `true` as the binary."""
+    env = {
+        "ALERTMANAGER_TEMPLATE": str(ROOT / "infra/alertmanager/alertmanager.yml"),
+        "ALERTMANAGER_CONFIG": str(tmp_path / "compose.yml"),
+        "ALERTMANAGER_WEBHOOK_URL": url,
+        "PATH": "/usr/bin:/bin",
+    }
+    script = str(ROOT / "deploy/compose/alertmanager-entrypoint.sh")
+    return subprocess.run(
+        ["sh", script, "true"], env=env, capture_output=True, text=True, check=False
+    )
+
+
+def test_alertmanager_config_is_valid_with_and_without_a_webhook(tmp_path: Path) -> None:
+    amtool("check-config", str(ROOT / "infra/alertmanager/alertmanager.yml"))
+    url = "https://hooks.example.test/alerts?team=ml&x=1"
+    config = StackConfig(
+        dir=tmp_path, infra=ROOT / "infra", model_repository=tmp_path, alert_webhook_url=url
+    )
+    native = render_alertmanager(config)
+    amtool("check-config", str(native))
+    parsed = yaml.safe_load(native.read_text())
+    [receiver] = parsed["receivers"]
+    assert parsed["route"]["receiver"] == receiver["name"]
+    assert receiver["webhook_configs"] == [{"url": url, "send_resolved": True}]
+    # compose renders the same configuration from ALERTMANAGER_WEBHOOK_URL
+    assert compose_alertmanager_config(tmp_path, url).returncode == 0
+    amtool("check-config", str(tmp_path / "compose.yml"))
+    assert yaml.safe_load((tmp_path / "compose.yml").read_text()) == parsed
+
+
+@pytest.mark.parametrize("url", ["ftp://x/y", 'http://x/"y', "http://x/ y", "http://x/\\ny"])
+def test_compose_refuses_a_webhook_url_that_would_break_the_config(
+    tmp_path: Path, url: str
+) -> None:
+    result = compose_alertmanager_config(tmp_path, url)
+    assert result.returncode == 2 and "ALERTMANAGER_WEBHOOK_URL" in result.stderr
 
 
 def test_prometheus_scrapes_replicas_directly_not_the_gateway() -> None:

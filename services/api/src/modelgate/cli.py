@@ -8,6 +8,9 @@ variables, so the workers read them through ``Settings`` like any other deployme
 ``modelgate stack restart [--rolling] [NAME]`` and ``modelgate stack reload`` change it
 while it runs (see ``supervisor.py``).
 
+``modelgate gateway-exporter`` counts the gateway's answers from nginx's metrics log
+(see ``gatewaylog.py``).
+
 ``modelgate import`` turns a trained checkpoint into a verified repository version
 (see ``importer.py``); ``modelgate pull`` fetches one from the MLflow registry
 (see ``registry.py``).
@@ -124,6 +127,13 @@ def build_parser() -> argparse.ArgumentParser:
     pl.add_argument("--mlflow-tracking-uri", default=os.environ.get("MLFLOW_TRACKING_URI"))
     pl.set_defaults(func=pull)
 
+    g = sub.add_parser(
+        "gateway-exporter", help="count the gateway's answers from its metrics log (UDP)"
+    )
+    g.add_argument("--udp", default="127.0.0.1:5140", help="HOST:PORT nginx sends lines to")
+    g.add_argument("--listen", default="127.0.0.1:3903", help="HOST:PORT of /metrics")
+    g.set_defaults(func=gateway_exporter)
+
     s = sub.add_parser("stack", help="the native stack: redis, 3 replicas, nginx, prometheus")
     s.add_argument(
         "action",
@@ -224,6 +234,21 @@ def import_model(args: argparse.Namespace) -> int:
     from modelgate import importer  # only this command needs torch in this process
 
     return importer.command(args)
+
+
+def gateway_exporter(args: argparse.Namespace) -> int:  # returns only on error
+    from modelgate import gatewaylog
+
+    try:
+        udp, listen = gatewaylog.address(args.udp), gatewaylog.address(args.listen)
+    except ValueError as exc:
+        sys.stderr.write(f"modelgate gateway-exporter: {exc}\n")
+        return 2
+    try:
+        gatewaylog.serve(udp, listen)
+    except KeyboardInterrupt:
+        return 0
+    return 1
 
 
 def stack(args: argparse.Namespace) -> int:

@@ -38,18 +38,22 @@ def gateway_values(
     status_listen: str,
     upstreams: list[str],
     access_log: str,
+    metrics_log: str = "/dev/null",
     max_body: str = "4m",
     req_per_ip: int = 10000,
     req_burst: int = 20000,
     conn_per_ip: int = 1024,
 ) -> dict[str, str]:
-    """The variables of the gateway template; compose sets the same names."""
+    """The variables of the gateway template; compose sets the same names. ``metrics_log``
+    is where the one-line-per-answer metrics log goes: ``syslog:server=HOST:PORT,...``
+    for the gateway log exporter (gatewaylog.py), or a file."""
     if len(upstreams) != 3:
         raise RenderError("the gateway template names exactly three replicas")
     return {
         "GATEWAY_LISTEN": listen,
         "GATEWAY_STATUS_LISTEN": status_listen,
         "GATEWAY_ACCESS_LOG": access_log,
+        "GATEWAY_METRICS_LOG": metrics_log,
         "GATEWAY_MAX_BODY": max_body,
         "GATEWAY_REQ_PER_IP": str(req_per_ip),
         "GATEWAY_REQ_BURST": str(req_burst),

@@ -178,6 +178,23 @@ class CorsSettings(BaseModel):
         return self
 
 
+class StatsSettings(BaseModel):
+    """Where ``/stats`` reads the whole fleet's numbers (fleetstats.py)."""
+
+    # http(s)://host:port of the Prometheus that scrapes every replica; empty: /stats
+    # summarises this replica alone (a bare `modelgate serve` is its own fleet).
+    prometheus_url: str = ""
+    timeout_seconds: float = Field(2, gt=0, le=30)
+
+    @field_validator("prometheus_url")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        parts = urlsplit(value)
+        if value and (parts.scheme not in ("http", "https") or not parts.netloc):
+            raise ValueError(f"{value!r} is not a URL like http://prometheus:9090")
+        return value.rstrip("/")
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="MODELGATE_",
@@ -213,6 +230,7 @@ class Settings(BaseSettings):
     mlflow: MlflowSettings = Field(default_factory=MlflowSettings)
     ranking: RankingSettings = Field(default_factory=RankingSettings)
     cors: CorsSettings = Field(default_factory=CorsSettings)
+    stats: StatsSettings = Field(default_factory=StatsSettings)
 
     log_level: str = "INFO"
     # Name reported by GET /, /health and /models; defaults to the host name, which compose

@@ -1,7 +1,8 @@
 """The native stack: what ``docker compose up`` runs, as local processes on loopback.
 
 ``modelgate stack up`` starts redis-server, three replicas (``modelgate serve``), nginx as
-the gateway and prometheus, each waited on until it answers, from the same files under
+the gateway, the exporters (one counts the gateway's answers from its metrics log),
+alertmanager and prometheus, each waited on until it answers, from the same files under
 ``infra/`` that compose uses (rendered for 127.0.0.1 and this stack's ports). In the
 foreground it stays until Ctrl-C or until a process dies, then stops everything it
 started; with ``--detach`` it returns and ``modelgate stack down`` stops it later. Every
@@ -75,6 +76,17 @@ class StackConfig:
     prometheus_port: int = 9090
     nginx_exporter_port: int = 9113
     redis_exporter_port: int = 9121
+    # nginx sends one line per answer over UDP (syslog) to gateway_log_port; the
+    # gateway exporter (gatewaylog.py) serves the counts on gateway_log_exporter_port.
+    gateway_log_port: int = 5140
+    gateway_log_exporter_port: int = 3903
+    alertmanager_port: int = 9093
+    # Where Alertmanager sends alerts (a webhook); empty: nowhere (its API still has them).
+    alert_webhook_url: str = ""
+    # Empty: as infra/ says. Set (e.g. "1s", "0s") to see alerts within seconds in tests.
+    scrape_interval: str = ""
+    alert_for: str = ""
+    alert_group_wait: str = ""
     workers: int = 2
     # The gateway's coarse per-IP flood guard (compose sets the same defaults). A load
     # test from one address past ~10k req/s needs it raised, or nginx answers 429.
@@ -100,6 +112,13 @@ class StackConfig:
             prometheus_port=_env_int("MODELGATE_STACK_PROMETHEUS_PORT", 9090),
             nginx_exporter_port=_env_int("MODELGATE_STACK_NGINX_EXPORTER_PORT", 9113),
             redis_exporter_port=_env_int("MODELGATE_STACK_REDIS_EXPORTER_PORT", 9121),
+            gateway_log_port=_env_int("MODELGATE_STACK_GATEWAY_LOG_PORT", 5140),
+            gateway_log_exporter_port=_env_int("MODELGATE_STACK_GATEWAY_LOG_EXPORTER_PORT", 3903),
+            alertmanager_port=_env_int("MODELGATE_STACK_ALERTMANAGER_PORT", 9093),
+            alert_webhook_url=e.get("MODELGATE_STACK_ALERT_WEBHOOK_URL", ""),
+            scrape_interval=e.get("MODELGATE_STACK_SCRAPE_INTERVAL", ""),
+            alert_for=e.get("MODELGATE_STACK_ALERT_FOR", ""),
+            alert_group_wait=e.get("MODELGATE_STACK_ALERT_GROUP_WAIT", ""),
             workers=_env_int("MODELGATE_STACK_WORKERS", workers_per_replica(ports)),
             gateway_req_per_ip=_env_int("MODELGATE_STACK_GATEWAY_REQ_PER_IP", 10000),
             gateway_req_burst=_env_int("MODELGATE_STACK_GATEWAY_REQ_BURST", 20000),
@@ -125,6 +144,9 @@ class StackConfig:
             self.prometheus_port,
             self.nginx_exporter_port,
             self.redis_exporter_port,
+            self.gateway_log_port,
+            self.gateway_log_exporter_port,
+            self.alertmanager_port,
         ]
 
 
@@ -220,13 +242,53 @@ def render_prometheus(config: StackConfig) -> Path:
     targets = {f"api-{i}:8000": f"{h}:{p}" for i, p in enumerate(config.replica_ports, 1)}
     targets["nginx-exporter:9113"] = f"{h}:{config.nginx_exporter_port}"
     targets["redis-exporter:9121"] = f"{h}:{config.redis_exporter_port}"
+    targets["gateway-log-exporter:3903"] = f"{h}:{config.gateway_log_exporter_port}"
+    targets["alertmanager:9093"] = f"{h}:{config.alertmanager_port}"
     targets["localhost:9090"] = f"{h}:{config.prometheus_port}"
-    for job in source.get("scrape_configs", []):
+    alerting = source.get("alerting", {}).get("alertmanagers", [])
+    for job in [*source.get("scrape_configs", []), *alerting]:
         for static in job.get("static_configs", []):
             static["targets"] = [targets.get(t, t) for t in static["targets"]]
-    rules = source.get("rule_files", [])
-    source["rule_files"] = [str(config.infra / "prometheus" / r) for r in rules]
+    if config.scrape_interval:
+        source["global"]["scrape_interval"] = config.scrape_interval
+        source["global"]["evaluation_interval"] = config.scrape_interval
+    source["rule_files"] = [str(p) for p in _render_rules(config, source.get("rule_files", []))]
     out = config.dir / "prometheus.yml"
+    out.write_text(yaml.safe_dump(source, sort_keys=False))
+    return out
+
+
+def _render_rules(config: StackConfig, names: list[str]) -> list[Path]:
+    """The rule files, from infra/ as they are, or copies whose alerts wait ``alert_for``
+    (a test's "0s") instead of their own ``for:``."""
+    sources = [config.infra / "prometheus" / name for name in names]
+    if not config.alert_for:
+        return sources
+    out_dir = config.dir / "prometheus-rules"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    rendered = []
+    for source in sources:
+        rules = yaml.safe_load(source.read_text())
+        for group in rules["groups"]:
+            for rule in group["rules"]:
+                if "alert" in rule:
+                    rule["for"] = config.alert_for
+        out = out_dir / source.name
+        out.write_text(yaml.safe_dump(rules, sort_keys=False))
+        rendered.append(out)
+    return rendered
+
+
+def render_alertmanager(config: StackConfig) -> Path:
+    """infra/alertmanager/alertmanager.yml with this stack's webhook (if any) as its
+    receiver; compose's entrypoint adds ALERTMANAGER_WEBHOOK_URL the same way."""
+    source = yaml.safe_load((config.infra / "alertmanager" / "alertmanager.yml").read_text())
+    if config.alert_webhook_url:
+        [receiver] = [r for r in source["receivers"] if r["name"] == source["route"]["receiver"]]
+        receiver["webhook_configs"] = [{"url": config.alert_webhook_url, "send_resolved": True}]
+    if config.alert_group_wait:
+        source["route"]["group_wait"] = config.alert_group_wait
+    out = config.dir / "alertmanager.yml"
     out.write_text(yaml.safe_dump(source, sort_keys=False))
     return out
 
@@ -240,6 +302,7 @@ def replica_env(config: StackConfig, instance: str) -> dict[str, str]:
         "MODELGATE_RATE_LIMIT__ENABLED": "true",
         "MODELGATE_TRUSTED_PROXIES": config.host,
         "MODELGATE_PREDICTION_LOG__DIR": str(config.dir / "predictions"),
+        "MODELGATE_STATS__PROMETHEUS_URL": config.url(config.prometheus_port),
     }
     return {**defaults, **os.environ, "MODELGATE_INSTANCE": instance}
 
@@ -257,9 +320,12 @@ def probes(config: StackConfig) -> dict[str, tuple[Callable[[], bool], str]]:
     table["gateway"] = (lambda: http_ok(f"{config.gateway_url}/ready"), config.gateway_url)
     prom = config.url(config.prometheus_port)
     table["prometheus"] = (lambda: http_ok(f"{prom}/-/ready"), prom)
+    alertmanager = config.url(config.alertmanager_port)
+    table["alertmanager"] = (lambda: http_ok(f"{alertmanager}/-/ready"), alertmanager)
     for name, port in (
         ("nginx-exporter", config.nginx_exporter_port),
         ("redis-exporter", config.redis_exporter_port),
+        ("gateway-log-exporter", config.gateway_log_exporter_port),
     ):
         url = config.url(port)
         table[name] = (lambda u=url: http_ok(f"{u}/metrics"), url)  # type: ignore[misc]
@@ -281,6 +347,7 @@ def render_gateway(config: StackConfig, out_dir: Path) -> Path:
         status_listen=f"{h}:{config.gateway_status_port}",
         upstreams=[f"{h}:{p}" for p in config.replica_ports],
         access_log=str(config.dir / "logs" / "gateway-access.log"),
+        metrics_log=f"syslog:server={h}:{config.gateway_log_port},nohostname,tag=modelgate",
         req_per_ip=config.gateway_req_per_ip,
         req_burst=config.gateway_req_burst,
     )
@@ -326,6 +393,20 @@ def commands(config: StackConfig) -> list[tuple[str, list[str], dict[str, str]]]
         f"-nginx.scrape-uri=http://{h}:{config.gateway_status_port}/stub_status",
         f"-web.listen-address={h}:{config.nginx_exporter_port}",
     ]
+    gateway_log_exporter = [
+        str(Path(sys.executable).with_name("modelgate")),
+        "gateway-exporter",
+        f"--udp={h}:{config.gateway_log_port}",
+        f"--listen={h}:{config.gateway_log_exporter_port}",
+    ]
+    alertmanager = [
+        which("prometheus-alertmanager"),
+        f"--config.file={render_alertmanager(config)}",
+        f"--storage.path={config.dir / 'alertmanager-data'}",
+        f"--web.listen-address={h}:{config.alertmanager_port}",
+        # One Alertmanager, no cluster: the default would also listen on 0.0.0.0:9094.
+        "--cluster.listen-address=",
+    ]
     return [
         ("redis", redis, {}),
         # The exporter reads REDIS_PASSWORD from its environment (not argv).
@@ -335,8 +416,12 @@ def commands(config: StackConfig) -> list[tuple[str, list[str], dict[str, str]]]
             {**os.environ, "REDIS_PASSWORD": redis_password(config)},
         ),
         *replicas,
+        # Before the gateway, so that its first answers are counted.
+        ("gateway-log-exporter", gateway_log_exporter, {}),
         ("gateway", gateway, {}),
         ("nginx-exporter", nginx_exporter, {}),
+        # Before prometheus, which sends it alerts from its first evaluation.
+        ("alertmanager", alertmanager, {}),
         ("prometheus", prometheus, {}),
     ]
 
@@ -541,6 +626,8 @@ def _banner(config: StackConfig) -> str:
         f"-d '{{\"features\": [35,75000,680,24,730,85.5,2,false,2,3]}}'\n"
         f"  API docs:   {gw}/docs\n"
         f"  Prometheus: {config.url(config.prometheus_port)}\n"
+        f"  Alerts:     {config.url(config.alertmanager_port)}"
+        f" (webhook: {config.alert_webhook_url or 'none, MODELGATE_STACK_ALERT_WEBHOOK_URL'})\n"
         f"  logs:       {config.dir / 'logs'}\n"
     )
 
