@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+from types import SimpleNamespace
 
 import numpy as np
 from fastapi import FastAPI
@@ -28,7 +29,7 @@ def app_with(auth: AuthSettings) -> TestClient:
 
     @app.middleware("http")
     async def state(request, call_next):  # type: ignore[no-untyped-def]
-        request.state.settings = settings
+        request.scope.setdefault("state", {})["worker"] = SimpleNamespace(settings=settings)
         return await call_next(request)
 
     @app.get("/p")

@@ -27,7 +27,6 @@ from modelgate.accesslog import AccessLog
 from modelgate.cache import NullCache, PredictionCache
 from modelgate.control import FleetControl
 from modelgate.cors import Cors
-from modelgate.deps import Lifecycle
 from modelgate.errors import ModelGateError, install_error_handlers
 from modelgate.follow import AliasFollower, initial_sync
 from modelgate.lane import PredictionLane
@@ -36,14 +35,17 @@ from modelgate.metrics import Metrics
 from modelgate.middleware import Edge
 from modelgate.openapi import install_openapi
 from modelgate.predlog import PredictionLog, Rotation
+from modelgate.protocols import PROTOCOLS
+from modelgate.protocols.register import add_to_fastapi, lane_table
 from modelgate.ratelimit import Quotas
 from modelgate.rediscache import RedisCache
 from modelgate.registry import MlflowRegistry, ModelRef
 from modelgate.repository import ModelRepository
-from modelgate.routes import admin, health, models, observability, predict, v1, v2
+from modelgate.routes import admin, health, models, observability, v1, v2
 from modelgate.runtime import configure_torch
 from modelgate.service import PredictionService
 from modelgate.settings import Settings
+from modelgate.worker_state import Lifecycle, WorkerState
 
 log = logging.getLogger("modelgate.app")
 
@@ -226,15 +228,9 @@ def create_app(settings: Settings | None = None) -> ModelGateApp:
             "worker ready" if repository.ready() else "worker started without every model",
             extra={"models": {n: e.default_version for n, e in repository.models.items()}},
         )
+        worker = WorkerState(settings, repository, service, lifecycle, control, quotas, metrics)
         try:
-            yield {
-                "settings": settings,
-                "repository": repository,
-                "service": service,
-                "lifecycle": lifecycle,
-                "control": control,
-                "quotas": quotas,
-            }
+            yield worker.as_lifespan_state()
         finally:
             lifecycle.draining = True
             if follower is not None:
@@ -266,14 +262,15 @@ def create_app(settings: Settings | None = None) -> ModelGateApp:
     install_error_handlers(app)
     app.include_router(health.router)
     app.include_router(models.router)
-    # The routers with prediction routes are also handed to the prediction lane (below).
-    prediction_routers = [predict.build_router(), v2.build_router(), v1.build_router()]
-    for router in prediction_routers:
-        app.include_router(router)
+    app.include_router(v2.build_router())
+    app.include_router(v1.build_router())
+    # The prediction routes, from the protocols' tables: for FastAPI here (OpenAPI, the
+    # docs), for the prediction lane below, which serves them.
+    add_to_fastapi(app, PROTOCOLS)
     app.include_router(admin.router)
     app.include_router(observability.router)
     install_openapi(app, lambda: app.state.repository, settings.max_batch_instances)
-    lane = PredictionLane(app.framework, app, prediction_routers)
+    lane = PredictionLane(app.framework, app, lane_table(PROTOCOLS))
     # Only when configured: with CORS off, requests don't pass an extra layer at all.
     inner: ASGIApp = Cors(lane, settings.cors) if settings.cors.allow_origins else lane
     app.edge = Edge(inner, metrics, access_log)

@@ -14,7 +14,6 @@ from __future__ import annotations
 import logging
 import re
 import time
-from typing import Any
 
 from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -24,13 +23,12 @@ from modelgate.errors import internal_error_body
 from modelgate.ids import new_id
 from modelgate.logging import request_id_var
 from modelgate.metrics import Metrics
+from modelgate.protocols.handler import access_facts
 
 errors_log = logging.getLogger("modelgate.errors")
 
 # A client's id is echoed and logged, so only a short, harmless charset is accepted.
 _VALID_REQUEST_ID = re.compile(rb"[A-Za-z0-9._:\-]{1,128}")  # fullmatch: "$" admits "\n"
-# What prediction endpoints note in the request state for the access line (predict.py).
-_FROM_STATE = ("model", "version", "cache", "batch_rows")
 
 
 class Edge:
@@ -117,8 +115,10 @@ class Edge:
         entry["route"] = route
         entry["status"] = status
         entry["latency_ms"] = round(elapsed * 1000, 3)
-        state: dict[str, Any] = scope.get("state", {})
-        for key in _FROM_STATE:
-            if key in state:
-                entry[key] = state[key]
+        facts = access_facts(scope)  # noted by the prediction handler
+        if facts is not None:
+            entry["model"] = facts.model
+            entry["version"] = facts.version
+            entry["cache"] = facts.cache
+            entry["batch_rows"] = facts.batch_rows
         self.access_log.write_entry(entry)

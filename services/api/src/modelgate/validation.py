@@ -288,7 +288,13 @@ class InputValidator:
 
     def batch(self, payload: Any, max_instances: int) -> np.ndarray:
         """``{"instances": [...]}`` → an (n, n_features) float32 array, 1 <= n <= max."""
-        instances = _member(payload, "instances", "object with 'instances'")
+        return self.instances(
+            _member(payload, "instances", "object with 'instances'"), max_instances
+        )
+
+    def instances(self, instances: Any, max_instances: int) -> np.ndarray:
+        """A list of instances (named objects or positional lists) → an (n, n_features)
+        float32 array, 1 <= n <= max; errors are named ``instances[i]…`` (V1 too)."""
         if not isinstance(instances, list):
             raise InvalidInput.for_fields(
                 [FieldError("instances", f"expected an array, got {_type_name(instances)}")]
