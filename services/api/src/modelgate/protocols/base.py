@@ -27,7 +27,7 @@ from modelgate.errors import ModelGateError
 from modelgate.runtime import LoadedModel
 
 if TYPE_CHECKING:
-    from modelgate.service import BatchResult
+    from modelgate.service import Prediction
     from modelgate.worker_state import WorkerState
 
 
@@ -43,7 +43,7 @@ class Decoded:
 
 # (request, worker state, model name or None, version or None) → Decoded
 Decode = Callable[["Request", "WorkerState", str | None, str | None], Awaitable[Decoded]]
-Encode = Callable[[Decoded, "BatchResult"], Response]
+Encode = Callable[[Decoded, "Prediction"], Response]
 
 
 @dataclass(frozen=True, slots=True)

@@ -15,12 +15,13 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import Response
 
+from modelgate.answers import native_answers
 from modelgate.deps import json_response, read_body
 from modelgate.errors import ModelGateError, error_response
 from modelgate.ids import new_id
 from modelgate.protocols.base import Decoded, Protocol, Route
 from modelgate.ratelimit import BATCH_SCOPE, PREDICT_SCOPE
-from modelgate.service import BatchResult, elapsed_ms
+from modelgate.service import Prediction, elapsed_ms
 from modelgate.timefmt import iso_utc
 from modelgate.validation import body_version
 from modelgate.worker_state import WorkerState
@@ -50,7 +51,7 @@ async def decode_batch(
     return Decoded(model, rows, started)
 
 
-def _headers(result: BatchResult) -> list[tuple[bytes, bytes]]:
+def _headers(result: Prediction) -> list[tuple[bytes, bytes]]:
     """``X-Model-Name``, ``X-Model-Version``, ``X-Cache``, ``X-Batch-Size``, encoded."""
     return [
         (b"x-model-name", result.model.name.encode()),
@@ -61,10 +62,10 @@ def _headers(result: BatchResult) -> list[tuple[bytes, bytes]]:
     ]
 
 
-def encode_single(decoded: Decoded, result: BatchResult) -> Response:
+def encode_single(decoded: Decoded, result: Prediction) -> Response:
     model = decoded.model
     body: dict[str, Any] = {
-        **result.outputs[0],
+        **native_answers(model.manifest, result.outputs)[0],
         "model_name": model.name,
         "model_version": model.version,
         "prediction_id": new_id(),
@@ -75,11 +76,10 @@ def encode_single(decoded: Decoded, result: BatchResult) -> Response:
     return json_response(body, raw=_headers(result))
 
 
-def encode_batch(decoded: Decoded, result: BatchResult) -> Response:
+def encode_batch(decoded: Decoded, result: Prediction) -> Response:
     model = decoded.model
-    predictions = [
-        {**out, "cached": hit} for out, hit in zip(result.outputs, result.cached, strict=True)
-    ]
+    answers = native_answers(model.manifest, result.outputs)
+    predictions = [{**out, "cached": hit} for out, hit in zip(answers, result.cached, strict=True)]
     body = {
         "predictions": predictions,
         "batch_size": len(predictions),

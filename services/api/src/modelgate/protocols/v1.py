@@ -21,7 +21,7 @@ from modelgate.errors import FieldError, InvalidInput, ModelGateError, protocol_
 from modelgate.protocols.base import Decoded, Protocol, Route
 from modelgate.ratelimit import BATCH_SCOPE
 from modelgate.runtime import LoadedModel
-from modelgate.service import BatchResult
+from modelgate.service import Prediction
 from modelgate.tensors import output_specs, row_values
 from modelgate.validation import parse_json
 from modelgate.worker_state import WorkerState
@@ -95,9 +95,9 @@ async def decode(
     return Decoded(model, rows, started, columnar)
 
 
-def encode(decoded: Decoded, result: BatchResult) -> Response:
+def encode(decoded: Decoded, result: Prediction) -> Response:
     manifest = decoded.model.manifest
-    per_row = [row_values(manifest, o) for o in result.outputs]
+    per_row = row_values(manifest, result.outputs)
     names = [s.name for s in output_specs(manifest)]
     single = len(names) == 1
     if decoded.context:  # columnar

@@ -25,7 +25,7 @@ from modelgate.errors import InvalidInput, MalformedRequest, ModelGateError, pro
 from modelgate.protocols.base import Decoded, Protocol, Route
 from modelgate.ratelimit import BATCH_SCOPE
 from modelgate.runtime import LoadedModel
-from modelgate.service import BatchResult
+from modelgate.service import Prediction
 from modelgate.tensors import NUMPY_TYPES, input_spec, output_specs, output_tensors
 from modelgate.validation import InputValidator, parse_json
 from modelgate.worker_state import WorkerState
@@ -165,7 +165,7 @@ def infer_response(
     model: LoadedModel,
     payload: dict[str, Any],
     requested: list[tuple[str, bool]],
-    outputs: list[dict[str, Any]],
+    outputs: np.ndarray,
 ) -> Response:
     tensors = output_tensors(model.manifest, outputs)
     specs = {s.name: s for s in output_specs(model.manifest)}
@@ -220,7 +220,7 @@ async def decode(
     return Decoded(model, rows, started, _Asked(payload, outputs))
 
 
-def encode(decoded: Decoded, result: BatchResult) -> Response:
+def encode(decoded: Decoded, result: Prediction) -> Response:
     asked: _Asked = decoded.context
     return infer_response(decoded.model, asked.payload, asked.outputs, result.outputs)
 
