@@ -11,9 +11,10 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from modelgate.auth import AdminDep, ClientDep, matches_any
+from modelgate.breaker import CircuitBreaker
 from modelgate.cache import cache_key
 from modelgate.errors import install_error_handlers
-from modelgate.rediscache import CircuitBreaker, RedisCache
+from modelgate.rediscache import RedisCache
 from modelgate.settings import AuthSettings, Settings
 from tests.conftest import free_port
 

@@ -164,7 +164,9 @@ _STATUS_CODES = {
 
 # The standard protocols' clients expect {"error": "<message>"} and 400 for a bad request
 # (tritonclient and TF Serving clients raise with that message); the native API keeps its
-# richer body. Chosen by path, so every error — auth, quota, validation — takes its shape.
+# richer body. A prediction route's errors take its protocol's shape (``protocols/``:
+# each protocol names its ``error``); the framework-routed rest (metadata, health, a 405
+# or 404 under /v1 and /v2) is shaped here by path, the same way.
 PROTOCOL_PREFIXES = ("/v2", "/v1/")
 
 

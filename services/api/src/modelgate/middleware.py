@@ -31,17 +31,40 @@ errors_log = logging.getLogger("modelgate.errors")
 _VALID_REQUEST_ID = re.compile(rb"[A-Za-z0-9._:\-]{1,128}")  # fullmatch: "$" admits "\n"
 
 
+class InFlight:
+    """HTTP requests in flight in this worker: the edge counts them; the batchers (which
+    wait for company only if some may come) and the in-flight gauge read them."""
+
+    __slots__ = ("count",)
+
+    def __init__(self) -> None:
+        self.count = 0
+
+    def __call__(self) -> int:
+        return self.count
+
+
 class Edge:
     """Adopt the caller's ``X-Request-ID`` (nginx's ``$request_id`` through the gateway)
     or make one; echo it on the response; count, time and log every request in
     ``finally``, so that errors are counted and logged too."""
 
-    def __init__(self, app: ASGIApp, metrics: Metrics, access_log: AccessLog) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        metrics: Metrics,
+        access_log: AccessLog,
+        in_flight: InFlight | None = None,
+    ) -> None:
         self.app = app
         self.metrics = metrics
         self.access_log = access_log
-        self.requests_in_flight = 0  # in this worker; the batcher and the gauge read it
-        metrics.in_flight_now = lambda: self.requests_in_flight
+        self.in_flight = in_flight if in_flight is not None else InFlight()
+        metrics.in_flight_now = self.in_flight
+
+    @property
+    def requests_in_flight(self) -> int:
+        return self.in_flight.count
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -71,7 +94,8 @@ class Edge:
                 response_complete = True
             await send(message)
 
-        self.requests_in_flight += 1
+        in_flight = self.in_flight
+        in_flight.count += 1
         try:
             await self.app(scope, receive, send_with_id)
         except ClientDisconnect:
@@ -95,12 +119,12 @@ class Edge:
                 raise  # half an answer is out; the server can only drop the connection
             # else the framework answered (its server-error handler) and re-raised: logged.
         finally:
-            self.requests_in_flight -= 1
+            in_flight.count -= 1
             elapsed = time.perf_counter() - started
             # The route template (bounded, groupable), once the router or lane matched one.
             route = getattr(scope.get("route"), "path", None)
             self.metrics.observe_http(route, scope["method"], status, elapsed)
-            self.metrics.request_done(self.requests_in_flight)
+            self.metrics.request_done(in_flight.count)
             if self.access_log.enabled:
                 self._access_line(scope, request_id, route, status, elapsed)
             request_id_var.reset(token)

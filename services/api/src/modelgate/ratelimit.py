@@ -48,8 +48,8 @@ from limits import RateLimitItem, parse_many
 from starlette.requests import Request
 
 from modelgate.auth import presented_key
+from modelgate.breaker import CircuitBreaker, fast_fail_client
 from modelgate.coalesce import PerTurn
-from modelgate.rediscache import CircuitBreaker, fast_fail_client
 from modelgate.redisconn import REDIS_ERRORS, PipelinedRedis
 from modelgate.settings import RateLimitSettings
 
