@@ -199,6 +199,26 @@ GUARDED: list[Case] = [
 ]  # fmt: skip
 
 
+# Errors outside the prediction handler, shaped by the path's protocol: (method, path).
+FRAMEWORK: list[tuple[str, str]] = [
+    ("GET", "/predict"),
+    ("GET", "/models/nope"),
+    ("GET", "/nothing/here"),
+    ("GET", "/v2/models/churn/infer"),
+    ("GET", "/v2/models/nope"),
+    ("GET", "/v2/models/churn/versions/9"),
+    ("GET", "/v2/models/nope/ready"),
+    ("GET", "/v2/nothing"),
+    ("POST", "/v2/repository/index"),
+    ("GET", "/v1/models/nope"),
+    ("GET", "/v1/models/churn/versions/9"),
+    ("GET", "/v1/models/nope/metadata"),
+    ("GET", "/v1/models/churn:predict"),
+    ("POST", "/v1/models/churn"),
+    ("GET", "/v1/nothing"),
+]
+
+
 def _mask(value: Any) -> Any:
     """The model's numbers → their JSON type; everything else as is."""
     if isinstance(value, dict):
@@ -210,9 +230,13 @@ def _mask(value: Any) -> Any:
     return f"<{type(value).__name__}>"
 
 
-def _answer(client: TestClient, path: str, body: Any, headers: dict[str, str]) -> dict[str, Any]:
+def _answer(
+    client: TestClient, path: str, body: Any, headers: dict[str, str], method: str = "POST"
+) -> dict[str, Any]:
     raw = body if isinstance(body, bytes) else orjson.dumps(body)
-    r = client.post(path, content=raw, headers={"Content-Type": "application/json", **headers})
+    r = client.request(
+        method, path, content=raw, headers={"Content-Type": "application/json", **headers}
+    )
     kept = [[k, v] for k, v in r.headers.multi_items() if k.lower() not in _VOLATILE_HEADERS]
     ok = r.status_code == 200
     if ok:  # lengths follow the model's numbers
@@ -256,6 +280,10 @@ def test_every_protocol_answers_as_recorded(clients: tuple[TestClient, TestClien
     answers |= {
         f"guarded {label} {path}": _answer(guarded, path, body, h)
         for label, path, body, h in GUARDED
+    }
+    answers |= {
+        f"framework {method} {path}": _answer(plain, path, b"", {}, method)
+        for method, path in FRAMEWORK
     }
     # The docs too: the prediction routes are registered from the protocols' tables.
     answers["GET /openapi.json"] = {"body": plain.get("/openapi.json").json()}
