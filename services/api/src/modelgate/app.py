@@ -36,7 +36,7 @@ from modelgate.middleware import Edge, InFlight
 from modelgate.openapi import install_openapi
 from modelgate.predlog import PredictionLog, Rotation
 from modelgate.process import drain_on_sigterm, settle_heap
-from modelgate.protocols import PROTOCOLS
+from modelgate.protocols import PROTOCOLS, error_shape
 from modelgate.protocols.register import add_to_fastapi, lane_table
 from modelgate.ratelimit import Quotas
 from modelgate.rediscache import RedisCache
@@ -79,7 +79,7 @@ def create_app(settings: Settings | None = None) -> ModelGateApp:
     app.state.repository = None
     app.state.metrics = metrics
     app.state.stats_history = deque()
-    install_error_handlers(app)
+    install_error_handlers(app, error_shape)
     for router in (health.router, models.router, v2.build_router(), v1.build_router()):
         app.include_router(router)
     # The prediction routes, from the protocols' tables: for FastAPI here (OpenAPI, the

@@ -10,7 +10,8 @@ every route the same way::
 
 ``decode`` reads the body and picks the model, in the order the protocol documents (the
 native API reads the body first: a body may name the version); it raises a
-``ModelGateError`` for anything wrong, which the protocol's ``error`` shapes.
+``ModelGateError`` for anything wrong, which the protocol's ``error`` shapes; so do the
+errors of any other route under the protocol's ``prefixes``.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ import numpy as np
 from starlette.requests import Request
 from starlette.responses import Response
 
-from modelgate.errors import ModelGateError
+from modelgate.errors import ErrorShape
 from modelgate.runtime import LoadedModel
 
 if TYPE_CHECKING:
@@ -66,4 +67,7 @@ class Protocol:
     name: str
     tag: str  # the OpenAPI tag of its routes
     routes: tuple[Route, ...]
-    error: Callable[[ModelGateError], Response]  # a domain error → this protocol's answer
+    error: ErrorShape  # how it answers an error (errors.py)
+    # Paths starting with these are this protocol's, framework-routed ones too (metadata,
+    # health, a 404 or 405): their errors take its shape. Empty: the native API's shape.
+    prefixes: tuple[str, ...] = ()

@@ -54,7 +54,7 @@ async def predict(
         )
         response = route.encode(decoded, result)
     except ModelGateError as exc:
-        return protocol.error(exc)
+        return protocol.error(exc.status_code, exc.code, exc.message, exc.errors, exc.headers())
     if quota_headers is not None:
         response.raw_headers.extend(quota_headers)
     return response

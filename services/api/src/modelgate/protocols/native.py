@@ -17,7 +17,7 @@ from starlette.responses import Response
 
 from modelgate.answers import native_answers
 from modelgate.deps import json_response, read_body
-from modelgate.errors import ModelGateError, error_response
+from modelgate.errors import error_response
 from modelgate.ids import new_id
 from modelgate.protocols.base import Decoded, Protocol, Route
 from modelgate.ratelimit import BATCH_SCOPE, PREDICT_SCOPE
@@ -91,10 +91,6 @@ def encode_batch(decoded: Decoded, result: Prediction) -> Response:
     return json_response(body, raw=_headers(result))
 
 
-def error(exc: ModelGateError) -> Response:
-    return error_response(exc.status_code, exc.code, exc.message, exc.errors, exc.headers())
-
-
 def _single(path: str, name: str, doc: str) -> Route:
     return Route(
         path, name, doc, PREDICT_SCOPE, decode_single, encode_single, {"x-modelgate-body": SINGLE}
@@ -126,5 +122,5 @@ PROTOCOL = Protocol(
         _batch("/models/{name}/versions/{version}/predict/batch", "version_predict_batch",
                "Batch prediction with a specific model version."),
     ),
-    error=error,
+    error=error_response,
 )  # fmt: skip

@@ -17,7 +17,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from modelgate.deps import json_response, read_body
-from modelgate.errors import FieldError, InvalidInput, ModelGateError, protocol_error_response
+from modelgate.errors import FieldError, InvalidInput, message_only_response
 from modelgate.protocols.base import Decoded, Protocol, Route
 from modelgate.ratelimit import BATCH_SCOPE
 from modelgate.runtime import LoadedModel
@@ -109,10 +109,6 @@ def encode(decoded: Decoded, result: Prediction) -> Response:
     return json_response({"predictions": per_row})
 
 
-def error(exc: ModelGateError) -> Response:
-    return protocol_error_response(exc.status_code, exc.message, exc.headers())
-
-
 PROTOCOL = Protocol(
     name="v1",
     tag="v1",
@@ -123,5 +119,6 @@ PROTOCOL = Protocol(
         Route("/v1/models/{name}/versions/{version}:predict", "version_predict",
               "TF Serving predict with one version.", BATCH_SCOPE, decode, encode),
     ),
-    error=error,
+    error=message_only_response,
+    prefixes=("/v1/",),
 )  # fmt: skip

@@ -21,7 +21,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from modelgate.deps import json_response, read_body
-from modelgate.errors import InvalidInput, MalformedRequest, ModelGateError, protocol_error_response
+from modelgate.errors import InvalidInput, MalformedRequest, message_only_response
 from modelgate.protocols.base import Decoded, Protocol, Route
 from modelgate.ratelimit import BATCH_SCOPE
 from modelgate.runtime import LoadedModel
@@ -225,10 +225,6 @@ def encode(decoded: Decoded, result: Prediction) -> Response:
     return infer_response(decoded.model, asked.payload, asked.outputs, result.outputs)
 
 
-def error(exc: ModelGateError) -> Response:
-    return protocol_error_response(exc.status_code, exc.message, exc.headers())
-
-
 PROTOCOL = Protocol(
     name="v2",
     tag="v2",
@@ -239,5 +235,6 @@ PROTOCOL = Protocol(
         Route("/v2/models/{name}/versions/{version}/infer", "version_infer",
               "Inference with one version.", BATCH_SCOPE, decode, encode),
     ),
-    error=error,
+    error=message_only_response,
+    prefixes=("/v2",),  # "/v2" itself too (server metadata)
 )  # fmt: skip
