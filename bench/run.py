@@ -38,6 +38,11 @@ VENV_BIN = Path(sys.executable).parent
 LUA = BENCH / "lua" / "load.lua"
 SERVER_CPU, LOAD_CPU = "1", "0"
 
+# Same-row comparisons (issue 20), measured in S1/S2 alongside modelgate's own point.
+V2_SAME_ROW = "V2 JSON, S1's row (modelgate)"
+SINGLE_SAME_ROW = "single route, one positional row (modelgate)"
+BATCH_SAME_ROW = "batch route, the same row (modelgate)"
+
 CHURN_FEATURES = {
     "age": 35, "income": "{N}", "credit_score": 680, "num_purchases": 24,
     "account_age_days": 730, "avg_transaction": 85.5, "num_returns": 2,
@@ -139,7 +144,9 @@ def wrk(
     shown = f"BENCH_PATH={path} BENCH_REPEAT={repeat}" + (f" BENCH_RATE={rate}" if rate else "")
     if body_file:
         shown += f" BENCH_BODY_FILE={body_file.name} BENCH_HEADER='{header}'"
-    return stats, f"{shown} {' '.join(argv[3:] if pinned else argv)}"
+    # Paths relative to the repository: the command reads the same on any checkout.
+    words = [str(LUA.relative_to(ROOT)) if w == str(LUA) else w for w in argv]
+    return stats, f"{shown} {' '.join(words[3:] if pinned else words)}"
 
 
 @dataclass
@@ -316,6 +323,26 @@ def v2_binary_body(rows: int) -> tuple[bytes, int]:
     return header + data, len(header)
 
 
+def churn_v2_body() -> str:
+    """S1's row as a V2 JSON tensor (features in manifest order; false is 0)."""
+    values = [0 if v is False else v for v in CHURN_FEATURES.values()]
+    tensor = {"name": "input", "shape": [1, len(values)], "datatype": "FP32", "data": values}
+    return json.dumps({"inputs": [tensor]}).replace('"{N}"', "{N}")
+
+
+def mlp_positional(route: str) -> str:
+    """One row of 256 values in manifest order, to the single or the batch route."""
+    row = [0.5] * 256
+    return json.dumps({"features": row} if route == "single" else {"instances": [row]})
+
+
+def check_v2(url: str, path: str, body: str, want: dict[str, Any], server_name: str) -> None:
+    status, answer = http(url + path, body.replace("{N}", "75000").encode())
+    outputs = {o["name"]: o["data"] for o in (answer or {}).get("outputs", [])}
+    if status != 200 or outputs.get("prediction") != [want["prediction"]]:
+        raise RuntimeError(f"{server_name}: wrong V2 answer {status} {answer}")
+
+
 def mlp_body(rows: int = 1) -> str:
     features = {f"f{i:03d}": 0.5 for i in range(256)}
     if rows == 1:
@@ -346,6 +373,25 @@ def s1_s2(b: Bench, expected: dict[str, Any]) -> None:
                 points.append(
                     partial(b.measure, "S1", "ceiling (bare ASGI)", ceiling, "/predict", body)
                 )
+                # The same row as V2 JSON: no protocol slower than native for one row.
+                v2_path, v2_body = "/v2/models/churn/infer", churn_v2_body()
+                check_v2(mg, v2_path, v2_body, want, "modelgate V2")
+                points.append(partial(b.measure, "S1", V2_SAME_ROW, mg, v2_path, v2_body))
+            else:
+                # The same positional row to the single and to the batch route: the
+                # single route no slower than the batch route for the same row.
+                for route, label, path in (
+                    ("single", SINGLE_SAME_ROW, path_mg),
+                    ("batch", BATCH_SAME_ROW, path_mg + "/batch"),
+                ):
+                    same_row = mlp_positional(route)
+                    status, answer = http(mg + path, same_row.encode())
+                    got = answer or {}
+                    if route == "batch":
+                        got = (got.get("predictions") or [{}])[0]
+                    if status != 200 or got.get("prediction") != want["prediction"]:
+                        raise RuntimeError(f"modelgate: wrong {route} answer for bench-mlp")
+                    points.append(partial(b.measure, "S2", label, mg, path, same_row))
             b.compare(points)
 
 
@@ -529,10 +575,22 @@ def targets(results: list[Result]) -> list[tuple[str, str, bool | None]]:
     s4_100 = ratio(find(results, "S4", "stack, 100%"), base4)
     s4_errors = sum(r.non_2xx for r in results if r.scenario == "S4")
     s5 = find(results, "S5", "stack")
+    v2_native = ratio(find(results, "S1", V2_SAME_ROW), s1)
+    single_batch = ratio(find(results, "S2", SINGLE_SAME_ROW), find(results, "S2", BATCH_SAME_ROW))
     rows = [
         ("S1 ≥ 3× baseline req/s", f(s1r), s1r is not None and s1r >= 3),
         ("S1 p99 ≤ 10 ms", f(s1.p99_ms if s1 else None, "{:.2f} ms"), bool(s1 and s1.p99_ms <= 10)),
         ("S2 ≥ 2× baseline req/s", f(s2r), s2r is not None and s2r >= 2),
+        (
+            "S1 V2 JSON ≥ 85% of native req/s, the same row",
+            f(v2_native, "{:.0%}"),
+            v2_native is not None and v2_native >= 0.85,
+        ),
+        (
+            "S2 single route ≥ batch route req/s, the same row",
+            f(single_batch),
+            single_batch is not None and single_batch >= 1.0,
+        ),
         (
             "S3 ≥ 90% of torch-only rows/s (native JSON, named features)",
             f(s3r, "{:.0%}"),
@@ -609,6 +667,8 @@ def report(b: Bench, argv: list[str]) -> str:
         ("S1 modelgate / baseline", ("S1", "modelgate", "baseline")),
         ("S1 modelgate / ceiling", ("S1", "modelgate", "ceiling")),
         ("S2 modelgate / baseline", ("S2", "modelgate", "baseline")),
+        ("S1 V2 JSON / native, the same row", ("S1", V2_SAME_ROW, "modelgate")),
+        ("S2 single route / batch route, the same row", ("S2", SINGLE_SAME_ROW, BATCH_SAME_ROW)),
         ("S3 modelgate (native JSON) / torch only", ("S3", "modelgate", "torch")),
         (
             "S3 modelgate (V2 binary) / torch only",

@@ -1,15 +1,19 @@
 """gunicorn settings for one modelgate replica (used by `modelgate serve` and the image).
 
 Command-line flags (`--bind`, `--workers`) override these; the environment variables
-below are for containers, where the command is fixed.
+(`MODELGATE_BIND`, `MODELGATE_WORKERS`, …) are for containers, where the command is fixed.
+They are read once, by `modelgate.settings.ProcessSettings`, where each default is.
 """
 
 import os
 import shutil
 import tempfile
 
-bind = os.environ.get("MODELGATE_BIND", "0.0.0.0:8000")
-workers = int(os.environ.get("MODELGATE_WORKERS", "2"))
+from modelgate.settings import ProcessSettings
+
+process = ProcessSettings()
+bind = process.bind
+workers = process.workers
 # uvicorn-worker's UvicornWorker (uvicorn's own `uvicorn.workers` is deprecated), with
 # the uvicorn options a replica wants (modelgate/worker.py).
 worker_class = "modelgate.worker.ReplicaWorker"
@@ -24,14 +28,14 @@ preload_app = False
 
 # X-Forwarded-For / -Proto are believed only from these addresses (the gateway), so a
 # client can't choose the IP that quotas are keyed on.
-forwarded_allow_ips = os.environ.get("MODELGATE_TRUSTED_PROXIES", "127.0.0.1")
+forwarded_allow_ips = process.trusted_proxies
 
 # Recycle a worker after this many requests (plus up to the jitter, so that a replica's
 # workers don't all go at once); 0, the default, never. A bound on slow leaks for those
 # who want one: the worker finishes what it holds, and the gateway retries a request
 # that finds its kept-alive connection closed (the fault suite's F6 runs with it).
-max_requests = int(os.environ.get("MODELGATE_MAX_REQUESTS", "0"))
-max_requests_jitter = int(os.environ.get("MODELGATE_MAX_REQUESTS_JITTER", "0"))
+max_requests = process.max_requests
+max_requests_jitter = process.max_requests_jitter
 
 # A worker that blocks its event loop this long is killed and replaced.
 timeout = 60
@@ -67,11 +71,11 @@ def on_starting(server):  # type: ignore[no-untyped-def]
     fork (they inherit the variable). MODELGATE_METRICS_DIR names it; otherwise a private
     temporary one, removed on exit. Emptied first: a previous run's counters would
     otherwise be added to this one's."""
-    wanted = os.environ.get("MODELGATE_METRICS_DIR")
-    if wanted:
+    wanted = process.metrics_dir
+    if wanted is not None:
         shutil.rmtree(wanted, ignore_errors=True)
         os.makedirs(wanted)
-        path = wanted
+        path = str(wanted)
     else:
         path = tempfile.mkdtemp(prefix="modelgate-metrics-")
         os.environ["MODELGATE_METRICS_DIR_OWNED"] = path

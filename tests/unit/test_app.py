@@ -11,8 +11,9 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from modelgate.app import YOUNG_GC_THRESHOLD, _drain_on_sigterm, create_app
+from modelgate.app import create_app
 from modelgate.deps import Lifecycle
+from modelgate.process import YOUNG_GC_THRESHOLD, drain_on_sigterm
 from modelgate.routes import models as models_routes
 from modelgate.service import PredictionService
 from modelgate.settings import Settings
@@ -84,7 +85,7 @@ def test_sigterm_marks_draining_and_chains_to_the_servers_handler() -> None:
     previous = signal.signal(signal.SIGTERM, lambda signum, _frame: seen.append(signum))
     try:
         lifecycle = Lifecycle()
-        _drain_on_sigterm(lifecycle)
+        drain_on_sigterm(lifecycle)
         os.kill(os.getpid(), signal.SIGTERM)
         assert lifecycle.draining
         assert seen == [signal.SIGTERM]

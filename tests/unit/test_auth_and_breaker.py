@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+from types import SimpleNamespace
 
 import numpy as np
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from modelgate.auth import AdminDep, ClientDep, matches_any
+from modelgate.breaker import CircuitBreaker
 from modelgate.cache import cache_key
 from modelgate.errors import install_error_handlers
-from modelgate.rediscache import CircuitBreaker, RedisCache
+from modelgate.rediscache import RedisCache
 from modelgate.settings import AuthSettings, Settings
 from tests.conftest import free_port
 
@@ -28,7 +30,7 @@ def app_with(auth: AuthSettings) -> TestClient:
 
     @app.middleware("http")
     async def state(request, call_next):  # type: ignore[no-untyped-def]
-        request.state.settings = settings
+        request.scope.setdefault("state", {})["worker"] = SimpleNamespace(settings=settings)
         return await call_next(request)
 
     @app.get("/p")

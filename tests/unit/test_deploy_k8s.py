@@ -25,6 +25,7 @@ import pytest
 import yaml
 
 from modelgate.cli import build_parser
+from modelgate.protocols import PROTOCOLS
 from modelgate.routes import health, observability, v1, v2
 from tests.conftest import ROOT
 from tests.unit.test_infra_static import IMAGE_COMMANDS, SERVICES, graceful_timeout
@@ -193,7 +194,9 @@ def test_prod_serves_the_repository_from_a_read_only_pvc() -> None:
 
 def app_paths() -> set[str]:
     routers = [health.router, observability.router, v1.build_router(), v2.build_router()]
-    return {route.path for router in routers for route in router.routes}  # type: ignore[attr-defined]
+    paths = {route.path for router in routers for route in router.routes}  # type: ignore[attr-defined]
+    # The prediction routes are registered from the protocols' tables.
+    return paths | {route.path for protocol in PROTOCOLS for route in protocol.routes}
 
 
 def probes(container: dict[str, Any]) -> list[dict[str, Any]]:

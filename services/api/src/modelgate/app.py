@@ -1,21 +1,21 @@
 """The application factory. gunicorn runs ``modelgate.app:create_app()`` in each worker.
 
-The lifespan builds everything a worker needs — repository, inference thread, service —
-and yields it as request state; nothing lives at module level.
+``create_app`` wires the HTTP side (routes, the prediction lane, the edge); the lifespan
+(``worker_lifespan``) builds what a worker serves with — repository, inference thread,
+service, fleet control, quotas — as one frozen ``WorkerState`` (``worker_state.py``), and
+tunes the process for serving (``process.py``). Nothing lives at module level.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
+import functools
 import logging
-import signal
 from collections import deque
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
-from types import FrameType
 from typing import Any
 
 from fastapi import FastAPI
@@ -27,46 +27,166 @@ from modelgate.accesslog import AccessLog
 from modelgate.cache import NullCache, PredictionCache
 from modelgate.control import FleetControl
 from modelgate.cors import Cors
-from modelgate.deps import Lifecycle
 from modelgate.errors import ModelGateError, install_error_handlers
 from modelgate.follow import AliasFollower, initial_sync
 from modelgate.lane import PredictionLane
 from modelgate.logging import configure_logging
 from modelgate.metrics import Metrics
-from modelgate.middleware import Edge
+from modelgate.middleware import Edge, InFlight
 from modelgate.openapi import install_openapi
 from modelgate.predlog import PredictionLog, Rotation
+from modelgate.process import drain_on_sigterm, settle_heap
+from modelgate.protocols import PROTOCOLS, error_shape
+from modelgate.protocols.register import add_to_fastapi, lane_table
 from modelgate.ratelimit import Quotas
 from modelgate.rediscache import RedisCache
 from modelgate.registry import MlflowRegistry, ModelRef
 from modelgate.repository import ModelRepository
-from modelgate.routes import admin, health, models, observability, predict, v1, v2
+from modelgate.routes import admin, health, models, observability, v1, v2
 from modelgate.runtime import configure_torch
 from modelgate.service import PredictionService
 from modelgate.settings import Settings
+from modelgate.worker_state import Lifecycle, WorkerState
 
 log = logging.getLogger("modelgate.app")
 
-# Allocations between young-generation collections (CPython's default: 700); see lifespan.
-YOUNG_GC_THRESHOLD = 5000
+
+def create_app(settings: Settings | None = None) -> ModelGateApp:
+    settings = settings or Settings()
+    configure_logging(settings.log_level)
+    # One registry per app (tests build several); with PROMETHEUS_MULTIPROC_DIR set the
+    # values live in the replica's shared directory and /metrics merges every worker's.
+    metrics = Metrics(CollectorRegistry(auto_describe=True))
+    access_log = AccessLog()
+    in_flight = InFlight()
+    app = ModelGateApp(
+        title="modelgate",
+        version=__version__,
+        description="Serve PyTorch models over HTTP: validated, batched, observable.",
+        lifespan=functools.partial(
+            worker_lifespan,
+            settings=settings,
+            metrics=metrics,
+            access_log=access_log,
+            in_flight=in_flight,
+        ),
+        # Starlette answers "/health/" with a redirect built from the client's Host
+        # header: an open redirect. A path is served as written, or 404.
+        redirect_slashes=False,
+    )
+    # On app.state: what the framework-routed observability routes, the OpenAPI examples
+    # and tests read; requests reach the worker's objects with ``worker_state``.
+    app.state.repository = None
+    app.state.metrics = metrics
+    app.state.stats_history = deque()
+    install_error_handlers(app, error_shape)
+    for router in (health.router, models.router, v2.build_router(), v1.build_router()):
+        app.include_router(router)
+    # The prediction routes, from the protocols' tables: for FastAPI here (OpenAPI, the
+    # docs), for the prediction lane below, which serves them.
+    add_to_fastapi(app, PROTOCOLS)
+    app.include_router(admin.router)
+    app.include_router(observability.router)
+    install_openapi(app, lambda: app.state.repository, settings.max_batch_instances)
+    lane = PredictionLane(app.framework, app, lane_table(PROTOCOLS))
+    # Only when configured: with CORS off, requests don't pass an extra layer at all.
+    inner: ASGIApp = Cors(lane, settings.cors) if settings.cors.allow_origins else lane
+    app.edge = Edge(inner, metrics, access_log, in_flight)
+    return app
 
 
-def _drain_on_sigterm(lifecycle: Lifecycle) -> None:
-    """Make /ready answer 503 from the moment SIGTERM arrives, then let the server's own
-    handler (uvicorn's graceful shutdown) run as before."""
-    previous = signal.getsignal(signal.SIGTERM)
-
-    def handler(signum: int, frame: FrameType | None) -> None:
+@asynccontextmanager
+async def worker_lifespan(
+    app: FastAPI,
+    *,
+    settings: Settings,
+    metrics: Metrics,
+    access_log: AccessLog,
+    in_flight: InFlight,
+) -> AsyncIterator[dict[str, Any]]:
+    configure_torch(settings.torch_threads)
+    lifecycle = Lifecycle()
+    repository, follower_refs, mlflow = await load_repository(settings, metrics)
+    metrics.served(served_versions(repository))
+    # On app.state only for the OpenAPI examples and for tests; requests use worker_state.
+    app.state.repository = repository
+    app.state.lifecycle = lifecycle
+    # One inference thread per worker: torch ops run serially in it, with
+    # settings.torch_threads intra-op threads, while the event loop stays free.
+    executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="inference")
+    service = PredictionService(
+        repository,
+        executor,
+        settings.batching,
+        cache=build_cache(settings, metrics),
+        metrics=metrics,
+        prediction_log=build_prediction_log(settings, metrics),
+        in_flight=in_flight,
+    )
+    # Catch up with fleet-wide loads/unloads before serving, then follow them.
+    control = FleetControl(
+        repository,
+        settings.redis_connection_url,
+        settings.instance,
+        on_change=lambda: metrics.served(served_versions(repository)),
+    )
+    await control.start()
+    follower = (
+        AliasFollower(mlflow, follower_refs, repository, control, settings.mlflow.poll_seconds)
+        if mlflow is not None and follower_refs
+        else None
+    )
+    if follower is not None:
+        await follower.start()
+    quotas = Quotas(
+        settings.rate_limit, settings.redis_connection_url, settings.cache.breaker_seconds
+    )
+    drain_on_sigterm(lifecycle)
+    settle_heap()
+    log.info(
+        "worker ready" if repository.ready() else "worker started without every model",
+        extra={"models": {n: e.default_version for n, e in repository.models.items()}},
+    )
+    worker = WorkerState(settings, repository, service, lifecycle, control, quotas, metrics)
+    try:
+        yield worker.as_lifespan_state()
+    finally:
         lifecycle.draining = True
-        if callable(previous):
-            previous(signum, frame)
-        elif previous == signal.SIG_DFL:
-            signal.signal(signal.SIGTERM, signal.SIG_DFL)
-            signal.raise_signal(signal.SIGTERM)
+        if follower is not None:
+            await follower.stop()
+        await control.stop()
+        await quotas.close()
+        await service.close()
+        executor.shutdown(wait=True)
+        access_log.flush()
+        metrics.flush()
 
-    # Outside the main thread (some test clients) there is nothing to hook.
-    with contextlib.suppress(ValueError):
-        signal.signal(signal.SIGTERM, handler)
+
+async def load_repository(
+    settings: Settings, metrics: Metrics
+) -> tuple[ModelRepository, list[ModelRef], MlflowRegistry | None]:
+    """The repository with every wanted model loaded (a registry alias's version made the
+    default), the aliases to follow and the registry client, if configured."""
+    repository = ModelRepository(
+        root=settings.model_repository,
+        wanted=list(settings.models),
+        pinned=dict(settings.pinned_versions),
+        default_model_name=settings.default_model,
+        on_load=lambda name, _v, ok: metrics.model_loads.labels(
+            name, "success" if ok else "failure"
+        ).inc(),
+    )
+    follower_refs, mlflow = _registry_source(settings)
+    alias_versions = (
+        await asyncio.to_thread(initial_sync, mlflow, follower_refs, repository)
+        if mlflow is not None
+        else {}
+    )
+    repository.load_all()
+    for name, version in alias_versions.items():  # the alias decides, not the highest
+        with contextlib.suppress(ModelGateError):
+            repository.make_default(name, version)
+    return repository, follower_refs, mlflow
 
 
 class ModelGateApp(FastAPI):
@@ -91,13 +211,6 @@ class ModelGateApp(FastAPI):
 
     async def framework(self, scope: Scope, receive: Receive, send: Send) -> None:
         await super().__call__(scope, receive, send)
-
-
-def _requests_in_flight(app: FastAPI) -> Callable[[], int] | None:
-    edge = getattr(app, "edge", None)
-    if not isinstance(edge, Edge):
-        return None
-    return lambda: edge.requests_in_flight
 
 
 def build_cache(settings: Settings, metrics: Metrics | None = None) -> PredictionCache:
@@ -147,134 +260,3 @@ def served_versions(repository: ModelRepository) -> list[tuple[str, str, str, bo
         for name, entry in repository.models.items()
         for version, model in entry.versions.items()
     ]
-
-
-def create_app(settings: Settings | None = None) -> ModelGateApp:
-    settings = settings or Settings()
-    configure_logging(settings.log_level)
-
-    @asynccontextmanager
-    async def lifespan(app: FastAPI) -> AsyncIterator[dict[str, Any]]:
-        configure_torch(settings.torch_threads)
-        lifecycle = Lifecycle()
-        repository = ModelRepository(
-            root=settings.model_repository,
-            wanted=list(settings.models),
-            pinned=dict(settings.pinned_versions),
-            default_model_name=settings.default_model,
-            on_load=lambda name, _v, ok: metrics.model_loads.labels(
-                name, "success" if ok else "failure"
-            ).inc(),
-        )
-        follower_refs, mlflow = _registry_source(settings)
-        alias_versions = (
-            await asyncio.to_thread(initial_sync, mlflow, follower_refs, repository)
-            if mlflow is not None
-            else {}
-        )
-        repository.load_all()
-        for name, version in alias_versions.items():  # the alias decides, not the highest
-            with contextlib.suppress(ModelGateError):
-                repository.make_default(name, version)
-        metrics.served(served_versions(repository))
-        # On app.state only for the OpenAPI examples and for tests; routes use request state.
-        app.state.repository = repository
-        app.state.lifecycle = lifecycle
-        # One inference thread per worker: torch ops run serially in it, with
-        # settings.torch_threads intra-op threads, while the event loop stays free.
-        executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="inference")
-        service = PredictionService(
-            repository,
-            executor,
-            settings.batching,
-            cache=build_cache(settings, metrics),
-            metrics=metrics,
-            prediction_log=build_prediction_log(settings, metrics),
-            in_flight=_requests_in_flight(app),
-        )
-        # Catch up with fleet-wide loads/unloads before serving, then follow them.
-        control = FleetControl(
-            repository,
-            settings.redis_connection_url,
-            settings.instance,
-            on_change=lambda: metrics.served(served_versions(repository)),
-        )
-        await control.start()
-        follower = (
-            AliasFollower(mlflow, follower_refs, repository, control, settings.mlflow.poll_seconds)
-            if mlflow is not None and follower_refs
-            else None
-        )
-        if follower is not None:
-            await follower.start()
-        quotas = Quotas(
-            settings.rate_limit, settings.redis_connection_url, settings.cache.breaker_seconds
-        )
-        _drain_on_sigterm(lifecycle)
-        # torch, FastAPI and the models leave about a million long-lived objects; a full
-        # garbage collection walks them all (hundreds of ms, a p99 spike). Frozen, the
-        # collector leaves them alone and only scans what requests allocate.
-        gc.collect()
-        gc.freeze()
-        # What requests allocate is short-lived but, 64 requests in flight, always about
-        # 2,000 objects live: at the default threshold (700 allocations) every young
-        # collection walks them and promotes them, ~370 times a second and ~3% of a busy
-        # worker. At 5,000 collections are 7x rarer and each takes about 0.5-1 ms (20,000
-        # made them 4-6 ms, a p99 cost); S1 A/B +6-8% req/s (CHANGELOG).
-        gc.set_threshold(YOUNG_GC_THRESHOLD, *gc.get_threshold()[1:])
-        log.info(
-            "worker ready" if repository.ready() else "worker started without every model",
-            extra={"models": {n: e.default_version for n, e in repository.models.items()}},
-        )
-        try:
-            yield {
-                "settings": settings,
-                "repository": repository,
-                "service": service,
-                "lifecycle": lifecycle,
-                "control": control,
-                "quotas": quotas,
-            }
-        finally:
-            lifecycle.draining = True
-            if follower is not None:
-                await follower.stop()
-            await control.stop()
-            await quotas.close()
-            await service.close()
-            executor.shutdown(wait=True)
-            access_log.flush()
-            metrics.flush()
-
-    app = ModelGateApp(
-        title="modelgate",
-        version=__version__,
-        description="Serve PyTorch models over HTTP: validated, batched, observable.",
-        lifespan=lifespan,
-        # Starlette answers "/health/" with a redirect built from the client's Host
-        # header: an open redirect. A path is served as written, or 404.
-        redirect_slashes=False,
-    )
-    app.state.repository = None
-    # One registry per app (tests build several); with PROMETHEUS_MULTIPROC_DIR set the
-    # values live in the replica's shared directory and /metrics merges every worker's.
-    registry = CollectorRegistry(auto_describe=True)
-    metrics = Metrics(registry)
-    app.state.metrics = metrics
-    app.state.stats_history = deque()
-    access_log = AccessLog()
-    install_error_handlers(app)
-    app.include_router(health.router)
-    app.include_router(models.router)
-    # The routers with prediction routes are also handed to the prediction lane (below).
-    prediction_routers = [predict.build_router(), v2.build_router(), v1.build_router()]
-    for router in prediction_routers:
-        app.include_router(router)
-    app.include_router(admin.router)
-    app.include_router(observability.router)
-    install_openapi(app, lambda: app.state.repository, settings.max_batch_instances)
-    lane = PredictionLane(app.framework, app, prediction_routers)
-    # Only when configured: with CORS off, requests don't pass an extra layer at all.
-    inner: ASGIApp = Cors(lane, settings.cors) if settings.cors.allow_origins else lane
-    app.edge = Edge(inner, metrics, access_log)
-    return app

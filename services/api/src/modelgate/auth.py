@@ -21,6 +21,7 @@ from fastapi import Depends, Request
 
 from modelgate.errors import Forbidden, ModelGateError, Unauthorized
 from modelgate.settings import Settings
+from modelgate.worker_state import worker_state
 
 
 class AdminDisabled(ModelGateError):
@@ -55,8 +56,9 @@ def matches_any(key: str, digests: list[str]) -> bool:
     return found
 
 
-async def require_client(request: Request) -> None:
-    settings: Settings = request.scope["state"]["settings"]  # on every prediction: no State
+def check_client(request: Request, settings: Settings) -> None:
+    """The client key check of every prediction (``guard.py``): 401 without a key, 403
+    with a wrong one, nothing when no client keys are configured."""
     digests = settings.auth.api_key_sha256
     if not digests:
         return
@@ -67,8 +69,12 @@ async def require_client(request: Request) -> None:
         raise Forbidden("the API key is not valid")
 
 
+async def require_client(request: Request) -> None:
+    check_client(request, worker_state(request).settings)
+
+
 async def require_admin(request: Request) -> None:
-    settings: Settings = request.state.settings
+    settings = worker_state(request).settings
     digest = settings.auth.admin_key_sha256
     if not digest:
         raise AdminDisabled("admin routes are disabled (no admin key configured)")

@@ -1,11 +1,9 @@
-"""Typed access to what the lifespan built, for routes (``RepositoryDep``, ``ServiceDep``)."""
+"""Typed dependencies on the worker's state for routes (``RepositoryDep``, ``ServiceDep``),
+built on ``worker_state.worker_state``; the request body reader and the JSON answer."""
 
 from __future__ import annotations
 
-import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Annotated, Any
 
 import orjson
@@ -18,40 +16,30 @@ from modelgate.errors import ModelGateError
 from modelgate.repository import ModelRepository
 from modelgate.service import PredictionService
 from modelgate.settings import Settings
-
-
-@dataclass
-class Lifecycle:
-    """Process facts for /health and /ready."""
-
-    started_at: datetime = field(default_factory=lambda: datetime.now(UTC))
-    started_monotonic: float = field(default_factory=time.monotonic)
-    draining: bool = False  # set on SIGTERM: /ready answers 503 from then on
-
-    def uptime_seconds(self) -> float:
-        return round(time.monotonic() - self.started_monotonic, 3)
+from modelgate.worker_state import Lifecycle as Lifecycle
+from modelgate.worker_state import worker_state
 
 
 # Async on purpose: FastAPI runs a plain ``def`` dependency in a thread pool, which costs
 # a thread hop per dependency per request for what is an attribute read.
 async def _settings(request: Request) -> Settings:
-    return request.state.settings  # type: ignore[no-any-return]
+    return worker_state(request).settings
 
 
 async def _repository(request: Request) -> ModelRepository:
-    return request.state.repository  # type: ignore[no-any-return]
+    return worker_state(request).repository
 
 
 async def _service(request: Request) -> PredictionService:
-    return request.state.service  # type: ignore[no-any-return]
+    return worker_state(request).service
 
 
 async def _lifecycle(request: Request) -> Lifecycle:
-    return request.state.lifecycle  # type: ignore[no-any-return]
+    return worker_state(request).lifecycle
 
 
 async def _control(request: Request) -> FleetControl:
-    return request.state.control  # type: ignore[no-any-return]
+    return worker_state(request).control
 
 
 SettingsDep = Annotated[Settings, Depends(_settings)]

@@ -1,6 +1,7 @@
 """Domain errors and the one table that maps them to HTTP answers.
 
-Every error body has the same shape::
+The native API's error body (the standard protocols answer ``{"error": "<message>"}``,
+``message_only_response``; each protocol names its shape, ``protocols/``)::
 
     {"error": "invalid_input", "message": "features.age: must be <= 100 (got 140)",
      "field": "features.age", "reason": "must be <= 100 (got 140)",
@@ -14,9 +15,9 @@ about the internals (LitServe's approach, not KServe's, which echoes
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
 from fastapi import FastAPI, Request
@@ -136,6 +137,20 @@ def error_body(code: str, message: str, errors: list[FieldError] | None = None) 
     return body
 
 
+class ErrorShape(Protocol):
+    """How a wire format answers an error: (status, code, message, field errors, headers)
+    → the response. ``error_response`` is the native API's; each protocol names its own."""
+
+    def __call__(
+        self,
+        status: int,
+        code: str,
+        message: str,
+        errors: list[FieldError] | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> Response: ...
+
+
 def error_response(
     status: int,
     code: str,
@@ -162,19 +177,16 @@ _STATUS_CODES = {
 }
 
 
-# The standard protocols' clients expect {"error": "<message>"} and 400 for a bad request
-# (tritonclient and TF Serving clients raise with that message); the native API keeps its
-# richer body. Chosen by path, so every error — auth, quota, validation — takes its shape.
-PROTOCOL_PREFIXES = ("/v2", "/v1/")
-
-
-def is_protocol_path(path: str) -> bool:
-    return path == "/v2" or path.startswith(PROTOCOL_PREFIXES)
-
-
-def protocol_error_response(
-    status: int, message: str, headers: Mapping[str, str] | None = None
+def message_only_response(
+    status: int,
+    code: str,
+    message: str,
+    errors: list[FieldError] | None = None,
+    headers: Mapping[str, str] | None = None,
 ) -> Response:
+    """The standard protocols' shape (V1, V2): their clients expect ``{"error":
+    "<message>"}`` and 400 for a bad request (tritonclient and TF Serving clients raise
+    with that message); the native API keeps its richer body."""
     return Response(
         orjson.dumps({"error": message}),
         status_code=400 if status == 422 else status,
@@ -183,19 +195,30 @@ def protocol_error_response(
     )
 
 
-async def _modelgate_error(request: Request, exc: Exception) -> Response:
-    assert isinstance(exc, ModelGateError)
-    if is_protocol_path(request.url.path):
-        return protocol_error_response(exc.status_code, exc.message, exc.headers())
-    return error_response(exc.status_code, exc.code, exc.message, exc.errors, exc.headers())
+# Which shape an error takes, by the request's path: a prediction route's errors are
+# shaped by its protocol (``protocols/handler.py``); the framework-routed rest (metadata,
+# health, a 404 or 405 under a protocol's paths) by the protocol that owns the path
+# (``protocols.error_shape``), the native API's elsewhere.
+ShapeFor = Callable[[str], ErrorShape]
 
 
-async def _http_error(request: Request, exc: Exception) -> Response:
-    assert isinstance(exc, StarletteHTTPException)
-    if is_protocol_path(request.url.path):
-        return protocol_error_response(exc.status_code, str(exc.detail), exc.headers)
-    code = _STATUS_CODES.get(exc.status_code, "http_error")
-    return error_response(exc.status_code, code, str(exc.detail), headers=exc.headers)
+def _native_everywhere(_: str) -> ErrorShape:
+    return error_response
+
+
+def _handlers(shape_for: ShapeFor) -> tuple[Any, Any]:
+    async def modelgate_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, ModelGateError)
+        shape = shape_for(request.url.path)
+        return shape(exc.status_code, exc.code, exc.message, exc.errors, exc.headers())
+
+    async def http_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, StarletteHTTPException)
+        shape = shape_for(request.url.path)
+        code = _STATUS_CODES.get(exc.status_code, "http_error")
+        return shape(exc.status_code, code, str(exc.detail), None, exc.headers)
+
+    return modelgate_error, http_error
 
 
 async def _request_validation_error(_: Request, exc: Exception) -> Response:
@@ -220,8 +243,9 @@ async def _unexpected_error(_: Request, exc: Exception) -> Response:
     return Response(internal_error_body(), status_code=500, media_type="application/json")
 
 
-def install_error_handlers(app: FastAPI) -> None:
+def install_error_handlers(app: FastAPI, shape_for: ShapeFor = _native_everywhere) -> None:
+    modelgate_error, http_error = _handlers(shape_for)
     app.add_exception_handler(Exception, _unexpected_error)
-    app.add_exception_handler(ModelGateError, _modelgate_error)
-    app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(ModelGateError, modelgate_error)
+    app.add_exception_handler(StarletteHTTPException, http_error)
     app.add_exception_handler(RequestValidationError, _request_validation_error)

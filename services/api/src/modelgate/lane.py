@@ -1,13 +1,13 @@
-"""The prediction lane: prediction requests go straight to their endpoint.
+"""The prediction lane: prediction requests go straight to the prediction handler.
 
-A POST to a prediction route (native, V2 infer, V1 predict — every route whose endpoint
-carries a quota) is matched here against those routes' own path patterns and handed to
-the endpoint itself, with the app's own exception handlers for its errors. What it skips
-is framework plumbing that these endpoints don't use: Starlette's exception and
-FastAPI's exit-stack middleware, the walk over every route of the app, and FastAPI's
-dependency solving and response checks. The endpoints, their validation, quotas, error
-bodies and the OpenAPI schema are the same ones either way; anything else (other
-methods, other paths) goes to the framework as before.
+A POST to a prediction route (every route of every protocol's table, ``protocols/``) is
+matched here against those routes' path patterns and handed to the handler
+(``protocols/handler.py``), with the app's own exception handlers for errors the
+handler does not answer itself. What it skips is framework plumbing that predictions
+don't use: Starlette's exception and FastAPI's exit-stack middleware, the walk over
+every route of the app, and FastAPI's dependency solving and response checks. FastAPI
+registers the same table (``protocols/register.py``) for OpenAPI and the docs; anything
+else (other methods, other paths) goes to the framework as before.
 
 It sits behind the edge middleware (request id, metrics, access line) and sets
 ``scope["route"]`` as the router would, so access lines and metrics are labelled by route
@@ -21,10 +21,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from fastapi import APIRouter, FastAPI
-from fastapi.routing import APIRoute
+from fastapi import FastAPI
 from starlette.requests import Request
+from starlette.routing import compile_path
 from starlette.types import ASGIApp, Receive, Scope, Send
+
+from modelgate.protocols.base import Route
+from modelgate.protocols.register import Endpoint
 
 _UNKNOWN = object()
 _MATCHES_KEPT = 1024
@@ -33,28 +36,19 @@ _MATCHES_KEPT = 1024
 @dataclass(frozen=True)
 class _LaneRoute:
     pattern: re.Pattern[str]
-    route: APIRoute
-    endpoint: Callable[..., Any]
-
-
-def lane_routes(routers: list[APIRouter]) -> list[_LaneRoute]:
-    """The POST routes whose endpoint is quota-checked: the prediction routes. From the
-    routers themselves, which the app includes without a prefix of its own."""
-    return [
-        _LaneRoute(route.path_regex, route, route.endpoint)
-        for router in routers
-        for route in router.routes
-        if isinstance(route, APIRoute)
-        and "POST" in (route.methods or ())
-        and getattr(route.endpoint, "quota_scope", None) is not None
-    ]
+    route: Route
+    endpoint: Endpoint
 
 
 class PredictionLane:
-    def __init__(self, app: ASGIApp, fastapi_app: FastAPI, routers: list[APIRouter]) -> None:
+    def __init__(
+        self, app: ASGIApp, fastapi_app: FastAPI, table: list[tuple[Route, Endpoint]]
+    ) -> None:
         self.app = app
         self.fastapi_app = fastapi_app
-        self._routes = lane_routes(routers)
+        self._routes = [
+            _LaneRoute(compile_path(route.path)[0], route, call) for route, call in table
+        ]
         self._matched: dict[str, tuple[_LaneRoute, dict[str, str]] | None] = {}
 
     def _match(self, path: str) -> tuple[_LaneRoute, dict[str, str]] | None:
@@ -87,7 +81,7 @@ class PredictionLane:
         scope["path_params"] = dict(params)  # every path parameter is a plain str
         request = Request(scope, receive)
         try:
-            response = await lane_route.endpoint(request=request, **params)
+            response = await lane_route.endpoint(request, params)
         except Exception as exc:
             handler = _handler_for(self.fastapi_app, exc)
             if handler is None:

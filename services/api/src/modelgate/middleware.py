@@ -14,7 +14,6 @@ from __future__ import annotations
 import logging
 import re
 import time
-from typing import Any
 
 from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -24,13 +23,25 @@ from modelgate.errors import internal_error_body
 from modelgate.ids import new_id
 from modelgate.logging import request_id_var
 from modelgate.metrics import Metrics
+from modelgate.protocols.handler import access_facts
 
 errors_log = logging.getLogger("modelgate.errors")
 
 # A client's id is echoed and logged, so only a short, harmless charset is accepted.
 _VALID_REQUEST_ID = re.compile(rb"[A-Za-z0-9._:\-]{1,128}")  # fullmatch: "$" admits "\n"
-# What prediction endpoints note in the request state for the access line (predict.py).
-_FROM_STATE = ("model", "version", "cache", "batch_rows")
+
+
+class InFlight:
+    """HTTP requests in flight in this worker: the edge counts them; the batchers (which
+    wait for company only if some may come) and the in-flight gauge read them."""
+
+    __slots__ = ("count",)
+
+    def __init__(self) -> None:
+        self.count = 0
+
+    def __call__(self) -> int:
+        return self.count
 
 
 class Edge:
@@ -38,12 +49,22 @@ class Edge:
     or make one; echo it on the response; count, time and log every request in
     ``finally``, so that errors are counted and logged too."""
 
-    def __init__(self, app: ASGIApp, metrics: Metrics, access_log: AccessLog) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        metrics: Metrics,
+        access_log: AccessLog,
+        in_flight: InFlight | None = None,
+    ) -> None:
         self.app = app
         self.metrics = metrics
         self.access_log = access_log
-        self.requests_in_flight = 0  # in this worker; the batcher and the gauge read it
-        metrics.in_flight_now = lambda: self.requests_in_flight
+        self.in_flight = in_flight if in_flight is not None else InFlight()
+        metrics.in_flight_now = self.in_flight
+
+    @property
+    def requests_in_flight(self) -> int:
+        return self.in_flight.count
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -73,7 +94,8 @@ class Edge:
                 response_complete = True
             await send(message)
 
-        self.requests_in_flight += 1
+        in_flight = self.in_flight
+        in_flight.count += 1
         try:
             await self.app(scope, receive, send_with_id)
         except ClientDisconnect:
@@ -97,12 +119,12 @@ class Edge:
                 raise  # half an answer is out; the server can only drop the connection
             # else the framework answered (its server-error handler) and re-raised: logged.
         finally:
-            self.requests_in_flight -= 1
+            in_flight.count -= 1
             elapsed = time.perf_counter() - started
             # The route template (bounded, groupable), once the router or lane matched one.
             route = getattr(scope.get("route"), "path", None)
             self.metrics.observe_http(route, scope["method"], status, elapsed)
-            self.metrics.request_done(self.requests_in_flight)
+            self.metrics.request_done(in_flight.count)
             if self.access_log.enabled:
                 self._access_line(scope, request_id, route, status, elapsed)
             request_id_var.reset(token)
@@ -117,8 +139,10 @@ class Edge:
         entry["route"] = route
         entry["status"] = status
         entry["latency_ms"] = round(elapsed * 1000, 3)
-        state: dict[str, Any] = scope.get("state", {})
-        for key in _FROM_STATE:
-            if key in state:
-                entry[key] = state[key]
+        facts = access_facts(scope)  # noted by the prediction handler
+        if facts is not None:
+            entry["model"] = facts.model
+            entry["version"] = facts.version
+            entry["cache"] = facts.cache
+            entry["batch_rows"] = facts.batch_rows
         self.access_log.write_entry(entry)

@@ -53,6 +53,7 @@ from typing import Any
 import numpy as np
 import orjson
 
+from modelgate.answers import native_answers
 from modelgate.coalesce import NextTurn
 from modelgate.manifest import Manifest
 from modelgate.timefmt import iso_utc
@@ -101,7 +102,9 @@ class Record:
     request_id: str
     manifest: Manifest
     rows: np.ndarray
-    outputs: list[dict[str, Any]]
+    # The model's output rows (PredictionService's), written as the native API's answer
+    # fields by the writer thread; or those fields already.
+    outputs: np.ndarray | list[dict[str, Any]]
     cached: list[bool]
     latency_ms: float
 
@@ -215,7 +218,11 @@ class PredictionLog:
                 "version": r.manifest.version,
                 "latency_ms": r.latency_ms,
                 "inputs": named_inputs(r.manifest, r.rows),
-                "outputs": r.outputs,
+                "outputs": (
+                    r.outputs
+                    if isinstance(r.outputs, list)
+                    else native_answers(r.manifest, r.outputs)
+                ),
                 "cached": r.cached,
             },
             option=orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_APPEND_NEWLINE,

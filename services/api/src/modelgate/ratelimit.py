@@ -41,18 +41,15 @@ import hashlib
 import logging
 import math
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
 
 from limits import RateLimitItem, parse_many
 from starlette.requests import Request
-from starlette.responses import Response
 
-from modelgate.auth import presented_key, require_client
+from modelgate.auth import presented_key
+from modelgate.breaker import CircuitBreaker, fast_fail_client
 from modelgate.coalesce import PerTurn
-from modelgate.errors import RateLimited
-from modelgate.rediscache import CircuitBreaker, fast_fail_client
 from modelgate.redisconn import REDIS_ERRORS, PipelinedRedis
 from modelgate.settings import RateLimitSettings
 
@@ -382,38 +379,3 @@ def _limits(spec: str) -> list[_Limit]:
         )
         for item in parse_many(spec)
     ]
-
-
-Endpoint = Callable[..., Awaitable[Response]]
-
-
-def quota(scope: str) -> Callable[[Endpoint], Endpoint]:
-    """For a prediction route: the client key (when keys are configured), then the
-    route class's quota, then the handler; ``X-RateLimit-*`` on every answer."""
-
-    def decorate(endpoint: Endpoint) -> Endpoint:
-        @functools.wraps(endpoint)
-        async def checked(*args: Any, **kwargs: Any) -> Response:
-            request: Request = kwargs["request"]
-            await require_client(request)
-            quotas: Quotas = request.scope["state"]["quotas"]
-            if not quotas.enabled:
-                return await endpoint(*args, **kwargs)
-            keyed = bool(request.scope["state"]["settings"].auth.api_key_sha256)
-            verdict = await quotas.check(client_identity(request, keyed), scope)
-            if not verdict.allowed:
-                request.app.state.metrics.rate_limited.labels(scope).inc()
-                raise RateLimited(
-                    f"rate limit exceeded: {verdict.limit}; "
-                    f"retry after {verdict.headers()['Retry-After']}s",
-                    verdict.headers(),
-                )
-            response = await endpoint(*args, **kwargs)
-            response.raw_headers.extend(verdict.raw_headers())
-            return response
-
-        # Marks a prediction route: the prediction lane (lane.py) serves these directly.
-        checked.quota_scope = scope  # type: ignore[attr-defined]
-        return checked
-
-    return decorate

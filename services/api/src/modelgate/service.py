@@ -2,8 +2,11 @@
 
 validated rows → cache lookup → batcher → model (in the inference thread) → cache store
 
-Routes parse their wire format, call ``PredictionService`` and shape its answer; nothing
-below this line knows which protocol asked.
+It speaks arrays: rows in, the model's output rows and which were cached out. Each
+protocol (``protocols/``) decodes its wire format into rows and shapes its own answer
+from the outputs; nothing below this line knows which protocol asked. The cache stores
+each row's raw outputs (``{"probability": p}``, ``{"probabilities": [...]}`` or
+``{"prediction": v}``: the model's output tensor, ``tensors.py``).
 """
 
 from __future__ import annotations
@@ -21,12 +24,12 @@ import numpy as np
 from modelgate.batching import Batcher
 from modelgate.cache import NullCache, PredictionCache, cache_key
 from modelgate.logging import request_id_var
-from modelgate.manifest import Task
 from modelgate.metrics import Metrics
 from modelgate.predlog import PredictionLog, Record
 from modelgate.repository import ModelRepository
 from modelgate.runtime import LoadedModel
 from modelgate.settings import BatchingSettings
+from modelgate.tensors import output_specs
 from modelgate.validation import InputValidator
 
 
@@ -35,47 +38,17 @@ class _Lane:
     model: LoadedModel
     batcher: Batcher
     validator: InputValidator
+    cached_as: str  # the cache stores a row's outputs as {cached_as: value(s)}
 
 
 @dataclass
-class BatchResult:
-    """Outputs of one request: one dict per row, in order."""
+class Prediction:
+    """What the model said for one request's rows: its own output rows, in order."""
 
     model: LoadedModel
-    outputs: list[dict[str, Any]]
+    outputs: np.ndarray  # (n,) or (n, classes) float32, as LoadedModel.run gives them
     cached: list[bool]
     batch_rows: int  # rows in the largest tensor call this request rode in (0: all cached)
-
-
-def format_outputs(model: LoadedModel, out: np.ndarray) -> list[dict[str, Any]]:
-    """Model output rows → the native response fields, one dict per row. Converted to
-    Python numbers once per batch (``tolist``), not value by value."""
-    task = model.manifest.task
-    classes = model.manifest.outputs.classes
-    if task is Task.REGRESSION:
-        return [{"prediction": v} for v in out.reshape(len(out), -1)[:, 0].tolist()]
-    if task is Task.BINARY:
-        answers = []
-        for p in out.reshape(-1).tolist():
-            label = int(p >= 0.5)
-            answers.append(
-                {
-                    "prediction": label,
-                    "probability": p,
-                    "prediction_class": classes[label],
-                    "class_name": classes[label],
-                }
-            )
-        return answers
-    return [
-        {
-            "prediction": label,
-            "probabilities": dict(zip(classes, probs, strict=True)),
-            "prediction_class": classes[label],
-            "class_name": classes[label],
-        }
-        for label, probs in zip(out.argmax(axis=1).tolist(), out.tolist(), strict=True)
-    ]
 
 
 @dataclass
@@ -101,7 +74,10 @@ class PredictionService:
         lane = self._lanes.get(id(model))
         if lane is None or lane.model is not model:
             lane = self._lanes[id(model)] = _Lane(
-                model, self._new_batcher(model), InputValidator(model.manifest)
+                model,
+                self._new_batcher(model),
+                InputValidator(model.manifest),
+                output_specs(model.manifest)[0].name,
             )
         return lane
 
@@ -137,21 +113,19 @@ class PredictionService:
             lane = self._lanes.pop(key)
             asyncio.get_running_loop().create_task(lane.batcher.close())
 
-    async def run(self, model: LoadedModel, rows: np.ndarray) -> BatchResult:
+    async def run(self, model: LoadedModel, rows: np.ndarray) -> Prediction:
         """Predict validated rows with one model version, through the cache."""
         started = time.perf_counter()
         if self.cache.enabled:
             outputs, cached, batch_rows = await self._through_cache(model, rows)
         else:  # every row goes to the model: no keys to hash, nothing to merge
-            out, batch_rows = await self._lane(model).batcher.submit(rows)
-            outputs = format_outputs(model, out)
-            cached = [False] * len(outputs)
+            outputs, batch_rows = await self._lane(model).batcher.submit(rows)
+            cached = [False] * len(rows)
         self.last_prediction_at = now = time.time()
         if self.metrics is not None:
             self.metrics.count_predictions(
                 model.name, model.version, len(rows), len(rows) - sum(cached)
             )
-        result = BatchResult(model=model, outputs=outputs, cached=cached, batch_rows=batch_rows)
         if self.prediction_log is not None:
             self.prediction_log.append(
                 Record(
@@ -164,29 +138,37 @@ class PredictionService:
                     latency_ms=elapsed_ms(started),
                 )
             )
-        return result
+        return Prediction(model=model, outputs=outputs, cached=cached, batch_rows=batch_rows)
 
     async def _through_cache(
         self, model: LoadedModel, rows: np.ndarray
-    ) -> tuple[list[dict[str, Any]], list[bool], int]:
-        """Outputs per row (cached ones from the cache, the rest from the model, then
+    ) -> tuple[np.ndarray, list[bool], int]:
+        """Output rows (cached ones from the cache, the rest from the model, then
         stored), which rows were cached, and the rows of the model call (0: none)."""
+        lane = self._lane(model)
+        name = lane.cached_as
         tag = model.manifest.digest
         keys = [cache_key(model.name, model.version, model.sha256, tag, r) for r in rows]
-        hits = await self.cache.get_many(keys)
+        hits = [_cached_row(hit, name) for hit in await self.cache.get_many(keys)]
         missing = [i for i, hit in enumerate(hits) if hit is None]
-        outputs: list[dict[str, Any] | None] = list(hits)
-        batch_rows = 0
+        if len(missing) == len(rows):
+            outputs, batch_rows = await lane.batcher.submit(rows)
+            fresh = outputs.tolist()
+        else:
+            batch_rows, fresh = 0, []
+            if missing:
+                out, batch_rows = await lane.batcher.submit(rows[missing])
+                fresh = out.tolist()
+            computed = iter(fresh)  # in row order, as ``missing`` is
+            outputs = np.array(
+                [next(computed) if hit is None else hit for hit in hits], dtype=np.float32
+            )
         if missing:
-            todo = rows if len(missing) == len(rows) else rows[missing]
-            out, batch_rows = await self._lane(model).batcher.submit(todo)
-            answers = format_outputs(model, out)
-            for i, answer in zip(missing, answers, strict=True):
-                outputs[i] = answer
-            await self.cache.set_many({keys[i]: a for i, a in zip(missing, answers, strict=True)})
+            await self.cache.set_many(
+                {keys[i]: {name: value} for i, value in zip(missing, fresh, strict=True)}
+            )
         missing_set = set(missing)
-        cached = [i not in missing_set for i in range(len(rows))]
-        return [o for o in outputs if o is not None], cached, batch_rows
+        return outputs, [i not in missing_set for i in range(len(rows))], batch_rows
 
     @property
     def queued_rows(self) -> int:
@@ -200,6 +182,19 @@ class PredictionService:
         await self.cache.close()
         if self.prediction_log is not None:
             await asyncio.to_thread(self.prediction_log.close)
+
+
+def _cached_row(hit: dict[str, Any] | None, name: str) -> float | list[float] | None:
+    """A cached row's outputs, or None (a miss) for anything but what ``run`` stores: the
+    cache is shared, and an entry written by another version of modelgate is not ours."""
+    if hit is None:
+        return None
+    value = hit.get(name)
+    if type(value) is float:
+        return value
+    if type(value) is list and value and all(type(v) is float for v in value):
+        return value
+    return None
 
 
 def elapsed_ms(started: float) -> float:

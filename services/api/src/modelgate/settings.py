@@ -261,3 +261,27 @@ class Settings(BaseSettings):
             return self.redis_url
         netloc = f"{parts.username or ''}:{quote(password.get_secret_value(), safe='')}@"
         return urlunsplit(parts._replace(netloc=netloc + parts.netloc.rsplit("@", 1)[-1]))
+
+
+class ProcessSettings(BaseSettings):
+    """A replica's gunicorn process: read by ``services/api/gunicorn.conf.py`` (for
+    containers, whose command is fixed; ``modelgate serve``'s flags override ``bind`` and
+    ``workers``). Same prefix as ``Settings``, which ignores these names and vice versa."""
+
+    model_config = SettingsConfigDict(env_prefix="MODELGATE_", extra="ignore")
+
+    bind: str = "0.0.0.0:8000"
+    workers: int = Field(2, ge=1)
+    # X-Forwarded-For / -Proto are believed only from these addresses (the gateway), so a
+    # client can't choose the IP that quotas are keyed on.
+    trusted_proxies: str = "127.0.0.1"
+    # Recycle a worker after this many requests (plus up to the jitter); 0: never.
+    max_requests: int = Field(0, ge=0)
+    max_requests_jitter: int = Field(0, ge=0)
+    # The replica's multiprocess-metrics directory; empty: a private temporary one.
+    metrics_dir: Path | None = None
+
+    @field_validator("metrics_dir", mode="before")
+    @classmethod
+    def _empty_is_none(cls, value: object) -> object:
+        return None if value == "" else value

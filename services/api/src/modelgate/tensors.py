@@ -9,8 +9,8 @@ manifest order) and gives, per task:
 | multiclass | ``probabilities`` FP32 ``[-1, C]``, ``prediction`` INT64 ``[-1]`` |
 | regression | ``prediction`` FP32 ``[-1]``                                   |
 
-The tensors are computed from the native answer of each row (cached or not), so every
-protocol answers exactly what the native API answers.
+The tensors are computed from the model's output rows (cached or not) with the native
+API's rules, so every protocol answers exactly what the native API answers.
 """
 
 from __future__ import annotations
@@ -62,25 +62,19 @@ def output_specs(manifest: Manifest) -> list[TensorSpec]:
     ]
 
 
-def output_tensors(manifest: Manifest, outputs: list[dict[str, Any]]) -> dict[str, np.ndarray]:
-    """Native answers (one dict per row) → the named output tensors."""
-    tensors: dict[str, np.ndarray] = {}
-    for spec in output_specs(manifest):
-        if spec.name == "probabilities":
-            classes = manifest.outputs.classes
-            values: Any = [[o["probabilities"][c] for c in classes] for o in outputs]
-        else:
-            values = [o[spec.name] for o in outputs]
-        tensors[spec.name] = np.asarray(values, dtype=NUMPY_TYPES[spec.datatype])
-    return tensors
+def output_tensors(manifest: Manifest, outputs: np.ndarray) -> dict[str, np.ndarray]:
+    """The model's output rows (``PredictionService``'s, cached or not) → the named
+    output tensors; the labels are the native API's (``answers.py``): p >= 0.5, argmax."""
+    if manifest.task is Task.REGRESSION:
+        return {"prediction": outputs.reshape(len(outputs), -1)[:, 0]}
+    if manifest.task is Task.BINARY:
+        probability = outputs.reshape(-1)
+        return {"probability": probability, "prediction": (probability >= 0.5).astype(np.int64)}
+    return {"probabilities": outputs, "prediction": outputs.argmax(axis=1).astype(np.int64)}
 
 
-def row_values(manifest: Manifest, output: dict[str, Any]) -> dict[str, Any]:
-    """One native answer → its output tensors' values for that row (V1's row format)."""
-    row: dict[str, Any] = {}
-    for spec in output_specs(manifest):
-        if spec.name == "probabilities":
-            row[spec.name] = [output["probabilities"][c] for c in manifest.outputs.classes]
-        else:
-            row[spec.name] = output[spec.name]
-    return row
+def row_values(manifest: Manifest, outputs: np.ndarray) -> list[dict[str, Any]]:
+    """The model's output rows → each row's output tensor values (V1's row format)."""
+    columns = {name: t.tolist() for name, t in output_tensors(manifest, outputs).items()}
+    names = [spec.name for spec in output_specs(manifest)]
+    return [{name: columns[name][i] for name in names} for i in range(len(outputs))]

@@ -1,0 +1,101 @@
+"""A/B of two checkouts' modelgate on the same scenarios, interleaved A,B,A,B in one run.
+
+    .venv/bin/python bench/ab.py A_SRC B_SRC [--seconds 10 --warmup 3 --rounds 3]
+
+A_SRC and B_SRC are the ``services/api/src`` of two checkouts (e.g. one made with
+``git worktree add /tmp/base <commit>``); each server runs with that directory first on
+PYTHONPATH, so both use this venv's packages. The harness is bench/run.py's (wrk and
+bench/lua/load.lua, server on core 1, wrk on core 0); each point is its median round.
+Prints B/A per point: S1's row native and as V2 JSON (churn), S2's named row, the same
+positional row on the single and the batch route, S3's 32 named rows (bench-mlp).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from functools import partial
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from bench import run
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("a_src", type=Path)
+    parser.add_argument("b_src", type=Path)
+    parser.add_argument("--seconds", type=float, default=10)
+    parser.add_argument("--warmup", type=float, default=3)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--out", type=Path, default=run.BENCH / "out" / "ab.json")
+    args = parser.parse_args()
+    (run.BENCH / "out").mkdir(exist_ok=True)
+    models = run.BENCH / "out" / "models"
+    subprocess.run(
+        [sys.executable, str(run.BENCH / "build_bench_model.py"), "--out", str(models)],
+        check=True,
+    )
+    b = run.Bench(args.seconds, args.warmup, 64, models, args.rounds)
+
+    @contextmanager
+    def modelgate(model: str, src: Path) -> Iterator[str]:
+        before = os.environ.get("PYTHONPATH")
+        os.environ["PYTHONPATH"] = str(src)
+        try:
+            with b.modelgate(model) as url:
+                yield url
+        finally:
+            if before is None:
+                os.environ.pop("PYTHONPATH", None)
+            else:
+                os.environ["PYTHONPATH"] = before
+
+    groups = (
+        ("churn", [
+            ("S1 native", "/models/churn/predict", run.churn_body(), 1),
+            ("S1 V2 JSON, same row", "/v2/models/churn/infer", run.churn_v2_body(), 1),
+        ]),
+        ("bench-mlp", [
+            ("S2 native, named row", "/models/bench-mlp/predict", run.mlp_body(), 1),
+            ("S2 single route, positional row", "/models/bench-mlp/predict",
+             run.mlp_positional("single"), 1),
+            ("S2 batch route, same row", "/models/bench-mlp/predict/batch",
+             run.mlp_positional("batch"), 1),
+            ("S3 32 named rows", "/models/bench-mlp/predict/batch", run.mlp_body(32), 32),
+        ]),
+    )  # fmt: skip
+    for model, cases in groups:
+        with ExitStack() as up:
+            urls = {
+                "A": up.enter_context(modelgate(model, args.a_src)),
+                "B": up.enter_context(modelgate(model, args.b_src)),
+            }
+            b.compare(
+                [
+                    partial(b.measure, label[:2], f"{side} {label}", urls[side], path, body, rows)
+                    for label, path, body, rows in cases
+                    for side in ("A", "B")
+                ]
+            )
+    results = {r.server: r for r in b.results}
+    lines = []
+    for name, a in results.items():
+        if name.startswith("A "):
+            label, other = name[2:], results["B " + name[2:]]
+            lines.append(
+                f"{label:<34} A {a.rps:>8.0f}/s  B {other.rps:>8.0f}/s  B/A "
+                f"{other.rps / a.rps:.3f}  rounds A {a.rounds} B {other.rounds}"
+            )
+    args.out.write_text(json.dumps([vars(r) for r in b.results], indent=1) + "\n")
+    print("\n".join(lines))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

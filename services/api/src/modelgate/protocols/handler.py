@@ -1,0 +1,60 @@
+"""The one prediction handler: every protocol's every prediction route runs through it.
+
+    guard (client key, then quota) → route.decode → PredictionService.run → route.encode
+
+and the facts of the access line (model, version, cache, batch rows) are noted in a typed
+record on the request's scope, which the edge (``middleware.py``) writes out. A domain
+error anywhere on the way is answered in the protocol's own error shape.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.types import Scope
+
+from modelgate.errors import ModelGateError
+from modelgate.guard import guard
+from modelgate.protocols.base import Protocol, Route
+from modelgate.worker_state import worker_state
+
+_FACTS = "modelgate.facts"
+
+
+@dataclass(frozen=True, slots=True)
+class AccessFacts:
+    """What a prediction adds to its access line."""
+
+    model: str
+    version: str
+    cache: str  # "hit" when every row came from the cache, else "miss"
+    batch_rows: int  # rows in the largest tensor call the request rode in (0: all cached)
+
+
+def access_facts(scope: Scope) -> AccessFacts | None:
+    """The facts a prediction noted, if the request was one that got that far."""
+    return scope.get(_FACTS)
+
+
+async def predict(
+    protocol: Protocol, route: Route, request: Request, name: str | None, version: str | None
+) -> Response:
+    worker = worker_state(request)
+    try:
+        quota_headers = await guard(request, worker, route.quota)
+        decoded = await route.decode(request, worker, name, version)
+        result = await worker.service.run(decoded.model, decoded.rows)
+        request.scope[_FACTS] = AccessFacts(
+            result.model.name,
+            result.model.version,
+            "hit" if all(result.cached) else "miss",
+            result.batch_rows,
+        )
+        response = route.encode(decoded, result)
+    except ModelGateError as exc:
+        return protocol.error(exc.status_code, exc.code, exc.message, exc.errors, exc.headers())
+    if quota_headers is not None:
+        response.raw_headers.extend(quota_headers)
+    return response
