@@ -238,6 +238,37 @@ def test_batch_routes_match_torch_row_for_row(
     assert body["total_time_ms"] > 0
 
 
+@pytest.mark.parametrize(
+    "path", ["/predict", "/models/churn/predict", "/models/churn/versions/2/predict"]
+)
+def test_matrix_form_on_a_single_route_answers_like_the_batch_route(
+    client: httpx.Client, served_repository: Path, path: str
+) -> None:
+    """Issue 24: {"features": [[...], [...]]}, rows in manifest order, as one tutorial's
+    whole API sends them; the per-row fields are the batch route's."""
+    other = {**CHURN, "age": 61, "is_premium": True}
+    r = client.post(path, json={"features": [list(CHURN.values()), list(other.values())]})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["batch_size"] == 2 and body["model_name"] == "churn"
+    assert body["model_version"] == "2"
+    batch = client.post("/predict/batch", json={"instances": [CHURN, other]}).json()
+    strip = [{k: v for k, v in p.items() if k != "cached"} for p in body["predictions"]]
+    assert strip == [{k: v for k, v in p.items() if k != "cached"} for p in batch["predictions"]]
+    expected = torch_reference(served_repository, "churn", "2", [row(CHURN), row(other)])
+    got = [p["probability"] for p in body["predictions"]]
+    assert got == pytest.approx(expected.tolist(), rel=1e-5, abs=1e-7)
+
+
+def test_matrix_form_errors_name_the_row_and_feature(client: httpx.Client) -> None:
+    good = list(CHURN.values())
+    bad = [500, *good[1:]]  # age
+    r = client.post("/predict", json={"features": [good, bad]})
+    assert_422(r, "features[1][0] (age)", "")
+    r = client.post("/predict", json={"features": [good, [1, 2]]})
+    assert_422(r, "features[1]", "expected 10 values")
+
+
 def test_iris_batch_classifies_the_three_species(client: httpx.Client) -> None:
     instances = [[5.1, 3.5, 1.4, 0.2], [6.0, 2.7, 4.1, 1.0], [6.7, 3.0, 5.2, 2.3]]
     body = client.post("/models/iris/predict/batch", json={"instances": instances}).json()

@@ -20,6 +20,12 @@ async def guard(request: Request, worker: WorkerState, quota: str) -> RawHeaders
     """Refuse (401/403 for the key, 429 for the quota) or let the request through; the
     ``X-RateLimit-*`` headers for its answer when quotas are on."""
     check_client(request, worker.settings)
+    return await charge(request, worker, quota)
+
+
+async def charge(request: Request, worker: WorkerState, quota: str) -> RawHeaders | None:
+    """Count the request against one quota class: 429 past it; the ``X-RateLimit-*``
+    headers when quotas are on."""
     quotas = worker.quotas
     if not quotas.enabled:
         return None

@@ -57,10 +57,19 @@ def _bodies(manifest: Manifest | None, max_instances: int) -> dict[str, dict[str
         "pattern": f"^({VERSION.pattern})$",
         "description": "run this version (as the versioned path does)",
     }
+    # The matrix form: rows in manifest order on a single route, answered like a batch.
+    matrix = {
+        "type": "array",
+        "items": instance["oneOf"][1] if "oneOf" in instance else {"type": "array"},
+        "minItems": 1,
+        "maxItems": max_instances,
+        "description": "several rows in manifest order, answered like a batch",
+    }
+    single_features = {"oneOf": [*instance.get("oneOf", [instance]), matrix]}
     single = {
         "type": "object",
         "required": ["features"],
-        "properties": {"features": instance, "model_version": version},
+        "properties": {"features": single_features, "model_version": version},
         "additionalProperties": False,
     }
     batch = {

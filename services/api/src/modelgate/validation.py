@@ -210,19 +210,37 @@ class InputValidator:
 
     def single_body(self, body: bytes) -> np.ndarray:
         """A single-prediction request body → a (1, n_features) float32 array."""
-        row = self._typed.single(body)
-        if row is not None:
-            # numpy's per-call overhead outweighs a few features' checks in Python.
-            if len(row) <= _PYTHON_CHECK_MAX:
-                if self._row_valid(row):
-                    return np.array([row], dtype=np.float32)
-            else:
-                values = np.array([row], dtype=np.float64)
-                if self._all_valid(values):
-                    return values.astype(np.float32)
+        fast = self._fast_single(body)
+        if fast is not None:
+            return fast
         payload = parse_json(body)
         refuse_unknown_keys(payload, "features")
         return self.single(payload)
+
+    def features_body(self, body: bytes, max_instances: int) -> tuple[np.ndarray, bool]:
+        """The single routes' body: ``{"features": <one instance>}`` → ((1, n_features),
+        False), or the matrix form ``{"features": [[...], [...]]}`` (rows in manifest
+        order, up to ``max_instances``) → ((rows, n_features), True)."""
+        fast = self._fast_single(body)
+        if fast is not None:
+            return fast, False
+        payload = parse_json(body)
+        refuse_unknown_keys(payload, "features")
+        features = _member(payload, "features", "object with 'features'")
+        if isinstance(features, list) and features and isinstance(features[0], list):
+            return self.instances(features, max_instances, "features"), True
+        return self.single(payload), False
+
+    def _fast_single(self, body: bytes) -> np.ndarray | None:
+        """One valid instance, checked at C speed; None for anything else."""
+        row = self._typed.single(body)
+        if row is None:
+            return None
+        # numpy's per-call overhead outweighs a few features' checks in Python.
+        if len(row) <= _PYTHON_CHECK_MAX:
+            return np.array([row], dtype=np.float32) if self._row_valid(row) else None
+        values = np.array([row], dtype=np.float64)
+        return values.astype(np.float32) if self._all_valid(values) else None
 
     def refuse_too_many(self, body: bytes, max_instances: int) -> None:
         """InvalidInput if the body's ``instances`` are more than ``max_instances``,
@@ -302,20 +320,21 @@ class InputValidator:
             _member(payload, "instances", "object with 'instances'"), max_instances
         )
 
-    def instances(self, instances: Any, max_instances: int) -> np.ndarray:
+    def instances(self, instances: Any, max_instances: int, field: str = "instances") -> np.ndarray:
         """A list of instances (named objects or positional lists) → an (n, n_features)
-        float32 array, 1 <= n <= max; errors are named ``instances[i]…`` (V1 too)."""
+        float32 array, 1 <= n <= max; errors are named ``<field>[i]…`` (``instances`` for
+        the batch routes and V1, ``features`` for the matrix form)."""
         if not isinstance(instances, list):
             raise InvalidInput.for_fields(
-                [FieldError("instances", f"expected an array, got {_type_name(instances)}")]
+                [FieldError(field, f"expected an array, got {_type_name(instances)}")]
             )
         if not instances:
-            raise InvalidInput.for_fields([FieldError("instances", "must not be empty")])
+            raise InvalidInput.for_fields([FieldError(field, "must not be empty")])
         if len(instances) > max_instances:
             raise InvalidInput.for_fields(
                 [
                     FieldError(
-                        "instances",
+                        field,
                         f"at most {max_instances} instances per request, got {len(instances)}",
                     )
                 ]
@@ -324,7 +343,7 @@ class InputValidator:
         if bulk is not None:
             return bulk
         errors: list[FieldError] = []
-        rows = [self.row(inst, f"instances[{i}]", errors) for i, inst in enumerate(instances)]
+        rows = [self.row(inst, f"{field}[{i}]", errors) for i, inst in enumerate(instances)]
         if errors:
             raise InvalidInput.for_fields(errors)
         return np.array(rows, dtype=np.float32)

@@ -40,6 +40,9 @@ class Decoded:
     rows: np.ndarray  # (n, n_features) float32, validated
     started: float  # perf_counter at the request's start, for latency fields
     context: Any = None  # the protocol's own: V1's columnar flag, V2's payload and outputs
+    # A quota class the body is charged to besides the route's: the native matrix form
+    # (many rows on a single route) is also counted by the batch quota.
+    quota: str | None = None
 
 
 # (request, worker state, model name or None, version or None) → Decoded

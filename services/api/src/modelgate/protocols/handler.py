@@ -2,6 +2,9 @@
 
     guard (client key, then quota) → route.decode → PredictionService.run → route.encode
 
+(a body that decodes to another quota class than its route's, the native matrix form, is
+charged to that one too, once decoded),
+
 and the facts of the access line (model, version, cache, batch rows) are noted in a typed
 record on the request's scope, which the edge (``middleware.py``) writes out. A domain
 error anywhere on the way is answered in the protocol's own error shape.
@@ -16,7 +19,7 @@ from starlette.responses import Response
 from starlette.types import Scope
 
 from modelgate.errors import ModelGateError
-from modelgate.guard import guard
+from modelgate.guard import charge, guard
 from modelgate.protocols.base import Protocol, Route
 from modelgate.worker_state import worker_state
 
@@ -45,6 +48,8 @@ async def predict(
     try:
         quota_headers = await guard(request, worker, route.quota)
         decoded = await route.decode(request, worker, name, version)
+        if decoded.quota is not None and decoded.quota != route.quota:
+            quota_headers = await charge(request, worker, decoded.quota)
         result = await worker.service.run(decoded.model, decoded.rows)
         request.scope[_FACTS] = AccessFacts(
             result.model.name,

@@ -4,7 +4,9 @@ Bodies are parsed by modelgate (not FastAPI) so that malformed JSON is a 400 and
 bad field is a 422 naming it; the OpenAPI request schemas and examples are added in
 ``openapi.py`` from the manifests (the ``x-modelgate-body`` marker says which). A body
 may name the version (``"model_version"``), so it is read before the model is picked.
-Errors have the rich body of ``errors.error_body``.
+Errors have the rich body of ``errors.error_body``. A single route also takes the matrix
+form, ``{"features": [[...], [...]]}`` (one tutorial's whole API): rows in manifest order,
+answered like a batch and counted by the batch quota.
 """
 
 from __future__ import annotations
@@ -28,15 +30,19 @@ from modelgate.worker_state import WorkerState
 
 SINGLE = "single"
 BATCH = "batch"
+MATRIX = "matrix"  # Decoded.context of a single route's body holding many rows
 
 
 async def decode_single(
     request: Request, worker: WorkerState, name: str | None, version: str | None
 ) -> Decoded:
     started = time.perf_counter()
-    raw = await read_body(request, worker.settings.max_body_bytes)
+    settings = worker.settings
+    raw = await read_body(request, settings.max_body_bytes)
     model = worker.repository.get(name, body_version(raw, version))
-    rows = worker.service.validator(model).single_body(raw)
+    rows, matrix = worker.service.validator(model).features_body(raw, settings.max_batch_instances)
+    if matrix:  # {"features": [[...], [...]]}: answered and counted as a batch
+        return Decoded(model, rows, started, MATRIX, BATCH_SCOPE)
     return Decoded(model, rows, started)
 
 
@@ -63,6 +69,8 @@ def _headers(result: Prediction) -> list[tuple[bytes, bytes]]:
 
 
 def encode_single(decoded: Decoded, result: Prediction) -> Response:
+    if decoded.context is MATRIX:
+        return encode_batch(decoded, result)
     model = decoded.model
     body: dict[str, Any] = {
         **native_answers(model.manifest, result.outputs)[0],
