@@ -14,6 +14,7 @@ from fastapi.openapi.utils import get_openapi
 
 from modelgate.manifest import VERSION, DType, Manifest
 from modelgate.repository import ModelRepository
+from modelgate.responses import add_responses
 
 
 def _feature_schema(manifest: Manifest | None) -> dict[str, Any]:
@@ -125,6 +126,7 @@ def install_openapi(app: FastAPI, repository_of: Any, max_instances: int) -> Non
                         "required": True,
                         "content": {"application/json": bodies[kind]},
                     }
+        add_responses(schema)  # what each route answers: fields, examples, error shape
         if manifest is not None:
             app.openapi_schema = schema  # cache only once the real manifest is known
         return schema
