@@ -33,8 +33,8 @@ V2_BODY = {
         }
     ]
 }
-# (method, documented path, concrete path, body). Admin load/unload change the fleet's
-# models, so they are checked against the schema only (tests/unit/test_admin.py answers).
+# (method, documented path, concrete path, body); the admin routes that change the loaded
+# models are in ADMIN_CHANGES, run on a private copy of the repository.
 REQUESTS: list[tuple[str, str, str, Any]] = [
     ("POST", "/predict", "/predict", {"features": FEATURES}),
     ("POST", "/models/{name}/predict", "/models/iris/predict", {"features": IRIS}),
@@ -74,12 +74,14 @@ REQUESTS: list[tuple[str, str, str, Any]] = [
      "/v2/models/churn/versions/1/ready", None),
     ("POST", "/v2/repository/index", "/v2/repository/index", None),
 ]  # fmt: skip
-SCHEMA_ONLY = {
-    ("POST", "/admin/models/{name}/load"),
-    ("POST", "/admin/models/{name}/unload"),
-    ("POST", "/v2/repository/models/{name}/load"),
-    ("POST", "/v2/repository/models/{name}/unload"),
-}
+ADMIN_CHANGES: list[tuple[str, str, str, Any]] = [
+    ("POST", "/admin/models/{name}/load", "/admin/models/churn/load", {"version": "1"}),
+    ("POST", "/admin/models/{name}/unload", "/admin/models/churn/unload", {"version": "1"}),
+    ("POST", "/v2/repository/models/{name}/load", "/v2/repository/models/churn/load",
+     {"parameters": {"version": "1"}}),
+    ("POST", "/v2/repository/models/{name}/unload", "/v2/repository/models/churn/unload",
+     {"parameters": {"version": "1"}}),
+]  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -115,7 +117,7 @@ def _fields_described(schema: dict[str, Any], where: str) -> None:
 def test_every_route_documents_its_answer_and_errors(docs: dict[str, Any]) -> None:
     routes = documented()
     # Every documented route exists, and every route a client calls is documented.
-    assert set(routes) == {(m, p) for m, p, _, _ in REQUESTS} | SCHEMA_ONLY
+    assert set(routes) == {(m, p) for m, p, _, _ in REQUESTS + ADMIN_CHANGES}
     for method, path in routes:
         responses = _operation(docs, method, path)["responses"]
         ok = responses["200"]["content"]["application/json"]
@@ -166,3 +168,16 @@ def test_a_real_error_has_the_documented_keys(client: TestClient, docs: dict[str
         assert 400 <= r.status_code < 500, r.text
         error = _operation(docs, method, path)["responses"]["4XX"]["content"]["application/json"]
         _assert_keys(error["schema"], r.json(), f"{method} {url} error")
+
+
+def test_admin_answers_have_the_documented_keys(model_copy: Path, docs: dict[str, Any]) -> None:
+    digest = hashlib.sha256(ADMIN_KEY.encode()).hexdigest()
+    app = create_app(
+        Settings(model_repository=model_copy, auth=AuthSettings(admin_key_sha256=digest))
+    )
+    with TestClient(app, raise_server_exceptions=False) as admin:
+        for method, path, url, body in ADMIN_CHANGES:
+            r = admin.request(method, url, json=body, headers={"X-API-Key": ADMIN_KEY})
+            assert r.status_code == 200, f"{url}: {r.text}"
+            ok = _operation(docs, method, path)["responses"]["200"]["content"]
+            _assert_keys(ok["application/json"]["schema"], r.json(), f"{method} {url}")
