@@ -103,10 +103,7 @@ SINGLE = _object(
     },
     _ROW_OPTIONAL,
 )
-SINGLE["description"] = (
-    "One row's answer. The matrix form (features as a list of rows) is answered like "
-    "the batch route."
-)
+SINGLE["description"] = "one row's answer"
 SINGLE_EXAMPLE = {
     **_ROW_EXAMPLE,
     "model_name": "churn",
@@ -405,7 +402,8 @@ _add(
         "POST /models/{name}/predict",
         "POST /models/{name}/versions/{version}/predict",
     ],
-    SINGLE,
+    # The matrix form (features as a list of rows) is answered like the batch route.
+    {"oneOf": [SINGLE, {**BATCH, "description": "the matrix form's answer"}]},
     SINGLE_EXAMPLE,
     native=True,
 )
