@@ -57,8 +57,9 @@ os-deps:
 	scripts/os-deps.sh redis-server nginx prometheus promtool \
 		prometheus-nginx-exporter prometheus-redis-exporter wrk
 
-models/.built: $(STAMP) scripts/build_models.py
-	$(PY) scripts/build_models.py --out models
+# The demo ranker goes to a repository of its own (scripts/build_ranker.py says why).
+models/.built: $(STAMP) scripts/build_models.py scripts/build_ranker.py
+	$(PY) scripts/build_models.py --out models --ranking-out models-ranking
 	touch $@
 
 models: models/.built
@@ -129,4 +130,4 @@ load: $(LOCUST_STAMP)
 
 clean:
 	-test -x $(MODELGATE) && $(MODELGATE) stack down
-	rm -rf models .stack .pytest_cache .mypy_cache .ruff_cache
+	rm -rf models models-ranking .stack .pytest_cache .mypy_cache .ruff_cache

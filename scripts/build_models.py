@@ -6,6 +6,8 @@
   scaling (training mean/std) into the graph so serving can't drift from training.
 * ``iris`` — 4 features, 3 named classes, trained on the real Iris data (scikit-learn's
   bundled copy), exported with torch.export.
+* ``feed`` — the demo ranker, with its feature files (build_ranker.py), in a repository of
+  its own (``--ranking-out``) until the /rank route serves it.
 
 Seeds, a single torch thread and deterministic algorithms make every run produce the same
 weights and byte-identical model files, so their sha256 is reproducible.
@@ -278,6 +280,7 @@ def build_iris(root: Path) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path("models"))
+    parser.add_argument("--ranking-out", type=Path, default=None, help="also build the ranker")
     args = parser.parse_args()
     torch.set_num_threads(1)
     torch.use_deterministic_algorithms(True)
@@ -288,6 +291,12 @@ def main() -> None:
         m = json.loads(manifest.read_text())
         acc = m["metadata"]["training"]["heldout_accuracy"]
         print(f"{m['name']} v{m['version']} ({m['format']}): held-out accuracy {acc}")  # noqa: T201
+    if args.ranking_out is not None:
+        from build_ranker import build_ranker  # this script's directory is on sys.path
+
+        t = build_ranker(args.ranking_out)["metadata"]["training"]
+        auc, base = t["heldout_auc"], t["baseline_popularity_auc"]
+        print(f"feed v1 (ranking): held-out AUC {auc}, popularity baseline {base}")  # noqa: T201
 
 
 if __name__ == "__main__":

@@ -11,6 +11,9 @@ while it runs (see ``supervisor.py``).
 ``modelgate import`` turns a trained checkpoint into a verified repository version
 (see ``importer.py``); ``modelgate pull`` fetches one from the MLflow registry
 (see ``registry.py``).
+
+``modelgate features load|get`` fills and reads the online feature store of ranking
+models (see ``ranking/load.py``).
 """
 
 from __future__ import annotations
@@ -135,6 +138,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     s.add_argument("--model-repository", default=None)
     s.set_defaults(func=stack)
+
+    f = sub.add_parser("features", help="the online feature store (Redis) of ranking models")
+    from modelgate.ranking import command as features_command
+
+    features_command.arguments(f)
+    f.set_defaults(func=features_command.main)
     return parser
 
 

@@ -26,6 +26,8 @@ class Task(StrEnum):
     BINARY = "binary_classification"
     MULTICLASS = "multiclass_classification"
     REGRESSION = "regression"
+    # One score per (user, item) row, features from the online store (``ranking``).
+    RANKING = "ranking"
 
 
 class ModelFormat(StrEnum):
@@ -71,8 +73,146 @@ class BatchingOverride(BaseModel):
     max_batch_delay_ms: float | None = Field(None, ge=0, le=1000)
 
 
+class FeatureKind(StrEnum):
+    NUMERIC = "numeric"
+    CATEGORICAL = "categorical"
+
+
+class Encoding(StrEnum):
+    ONE_HOT = "one_hot"  # one 0/1 column per allowed value, in the listed order
+    INDEX = "index"  # one column: the value's position in ``values``
+
+
+FEATURE_NAME = r"^[a-z][a-z0-9_]{0,39}$"
+
+
+class FeatureSpec(BaseModel):
+    """One user, item or context feature of a ranker.
+
+    Entity (user, item) features are read from the online store as float32 values; a
+    categorical one is stored as its value's index in ``values``. ``default`` stands in
+    for an id the store does not know (cold start) and, for context, for a key the
+    request leaves out (no default: the key is required).
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field(pattern=FEATURE_NAME)
+    kind: FeatureKind = FeatureKind.NUMERIC
+    min: float | None = None
+    max: float | None = None
+    values: list[str] = Field(default_factory=list, max_length=256)
+    encoding: Encoding = Encoding.ONE_HOT
+    default: float | str | None = None
+    description: str = ""
+
+    @model_validator(mode="after")
+    def _consistent(self) -> FeatureSpec:
+        if self.kind is FeatureKind.CATEGORICAL:
+            if len(self.values) < 2 or len(set(self.values)) != len(self.values):
+                raise ValueError(f"feature {self.name}: needs at least two distinct values")
+            if self.min is not None or self.max is not None:
+                raise ValueError(f"feature {self.name}: a categorical feature has no bounds")
+            if self.default is not None and self.default not in self.values:
+                raise ValueError(f"feature {self.name}: default must be one of its values")
+            return self
+        if self.values:
+            raise ValueError(f"feature {self.name}: only a categorical feature has values")
+        if self.min is not None and self.max is not None and self.min > self.max:
+            raise ValueError(f"feature {self.name}: min {self.min} > max {self.max}")
+        if self.default is not None:
+            if isinstance(self.default, str):
+                raise ValueError(f"feature {self.name}: a numeric default is a number")
+            if not self.contains(self.default):
+                raise ValueError(f"feature {self.name}: default outside [min, max]")
+        return self
+
+    def contains(self, value: float) -> bool:
+        """Within the bounds (numeric features)."""
+        return (self.min is None or value >= self.min) and (self.max is None or value <= self.max)
+
+    @property
+    def width(self) -> int:
+        """Columns this feature takes in the model's input row."""
+        one_hot = self.kind is FeatureKind.CATEGORICAL and self.encoding is Encoding.ONE_HOT
+        return len(self.values) if one_hot else 1
+
+    def default_code(self) -> float:
+        """The default as stored and assembled: the number, or the value's index."""
+        if isinstance(self.default, str):
+            return float(self.values.index(self.default))
+        return float(self.default) if self.default is not None else 0.0
+
+    def columns(self, group: str) -> list[InputSpec]:
+        """This feature's model columns, named ``<group>__<name>[__<value>]``."""
+        base = f"{group}__{self.name}"
+        if self.kind is FeatureKind.NUMERIC:
+            return [InputSpec(name=base, min=self.min, max=self.max)]
+        if self.encoding is Encoding.INDEX:
+            return [InputSpec(name=base, min=0, max=len(self.values) - 1)]
+        return [InputSpec(name=f"{base}__{_column_safe(v)}", min=0, max=1) for v in self.values]
+
+
+def _column_safe(value: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_]", "_", value)
+
+
+class RankingSpec(BaseModel):
+    """A ranker's features. The model's input row is, in this order: the user features,
+    the item features, the context features, each group in the order listed here, a
+    categorical feature taking ``len(values)`` 0/1 columns when one-hot encoded."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    # Names the feature set in the online store (ranking/features.py has the key layout).
+    feature_set: str = Field(pattern=r"^[a-z][a-z0-9_-]{0,39}$")
+    user: list[FeatureSpec] = Field(min_length=1)
+    item: list[FeatureSpec] = Field(min_length=1)
+    context: list[FeatureSpec] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> RankingSpec:
+        for group in ("user", "item", "context"):
+            features: list[FeatureSpec] = getattr(self, group)
+            names = [f.name for f in features]
+            if len(set(names)) != len(names):
+                raise ValueError(f"ranking.{group}: feature names must be unique")
+            if group != "context":
+                missing = [f.name for f in features if f.default is None]
+                if missing:
+                    raise ValueError(f"ranking.{group}: a cold-start default for {missing}")
+        columns = [c.name for c in self.columns]
+        if len(set(columns)) != len(columns):
+            raise ValueError("ranking: one-hot column names collide; rename a value")
+        return self
+
+    @cached_property
+    def columns(self) -> list[InputSpec]:
+        """The model's input columns, in row order."""
+        return [
+            column
+            for group in ("user", "item", "context")
+            for feature in getattr(self, group)
+            for column in feature.columns(group)
+        ]
+
+
 class Manifest(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _ranking_inputs(cls, data: Any) -> Any:
+        """A ranker's model columns follow from its ``ranking`` section; written out as
+        ``inputs`` so every tool that reads inputs (warm-up, /models) sees them. A
+        manifest may leave them out; if it names them, they must be the derived ones."""
+        if isinstance(data, dict) and data.get("task") == Task.RANKING.value:
+            if not isinstance(data.get("ranking"), dict):
+                raise ValueError("task ranking needs a ranking section")
+            if "inputs" not in data:
+                spec = RankingSpec.model_validate(data["ranking"])
+                return {**data, "inputs": [c.model_dump() for c in spec.columns]}
+        return data
 
     name: str
     version: str = Field(pattern=r"^(?:0|[1-9][0-9]{0,8})$")
@@ -83,6 +223,8 @@ class Manifest(BaseModel):
     inputs: list[InputSpec] = Field(min_length=1)
     outputs: OutputSpec = Field(default_factory=OutputSpec)
     batching: BatchingOverride = Field(default_factory=BatchingOverride)
+    # Task ``ranking`` only: where the features come from and how they become a row.
+    ranking: RankingSpec | None = None
     description: str = ""
     # Free-form: training metrics, created_at, data set, owner ...
     metadata: dict[str, Any] = Field(default_factory=dict)
@@ -99,8 +241,16 @@ class Manifest(BaseModel):
             raise ValueError("a binary classifier names exactly two classes")
         if self.task is Task.MULTICLASS and n < 2:
             raise ValueError("a multiclass classifier names at least two classes")
-        if self.task is Task.REGRESSION and n:
-            raise ValueError("a regression model has no classes")
+        if self.task in (Task.REGRESSION, Task.RANKING) and n:
+            raise ValueError(f"a {self.task.value} model has no classes")
+        if (self.task is Task.RANKING) != (self.ranking is not None):
+            raise ValueError("a ranking section goes with task ranking, and only with it")
+        if self.ranking is not None:
+            derived = [c.name for c in self.ranking.columns]
+            if names != derived:
+                raise ValueError(
+                    f"a ranker's inputs are its ranking section's columns, in order: {derived}"
+                )
         return self
 
     @cached_property

@@ -120,6 +120,19 @@ class MlflowSettings(BaseModel):
         return value
 
 
+class RankingSettings(BaseModel):
+    """Ranking models (ranking/): their online features live in Redis (``redis_url``)."""
+
+    # Candidates per request: the tutorial's 100. Every item is a row of one tensor call
+    # and a field of one Redis HMGET, so the bound keeps both small.
+    max_items: int = Field(100, ge=1, le=10_000)
+    # Loopback Redis answers a 100-item fetch in well under a millisecond; past this,
+    # treat it as down (the request is answered 503, features_unavailable).
+    timeout_ms: float = Field(50, gt=0)
+    # After a Redis failure, answer 503 at once for this long instead of waiting each time.
+    breaker_seconds: float = Field(5, ge=0)
+
+
 class AuthSettings(BaseModel):
     """API keys are configured as sha256 hex digests, never in clear text."""
 
@@ -198,6 +211,7 @@ class Settings(BaseSettings):
     auth: AuthSettings = Field(default_factory=AuthSettings)
     prediction_log: PredictionLogSettings = Field(default_factory=PredictionLogSettings)
     mlflow: MlflowSettings = Field(default_factory=MlflowSettings)
+    ranking: RankingSettings = Field(default_factory=RankingSettings)
     cors: CorsSettings = Field(default_factory=CorsSettings)
 
     log_level: str = "INFO"

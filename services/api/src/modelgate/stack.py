@@ -473,10 +473,31 @@ def start_all(config: StackConfig) -> list[Running]:
             ready, url = table[name]
             launch(config, running, name, argv, env, ready, url)
             print(f"  {name:<11} ready  {url}", flush=True)  # noqa: T201
+            if name == "redis":
+                load_ranking_features(config)
     except BaseException:
         stop_all(config, running)
         raise
     return running
+
+
+def load_ranking_features(config: StackConfig) -> None:
+    """The feature files shipped with the repository's ranking models, into Redis before
+    any replica starts, so a ranker answers from the first request (ranking/seed.py)."""
+    import redis
+
+    from modelgate.ranking import load, seed  # only here: the other commands don't need them
+    from modelgate.settings import Settings
+
+    url = Settings(
+        redis_url=config.redis_url, redis_password_file=config.dir / REDIS_PASSWORD_FILE
+    ).redis_connection_url
+    try:
+        reports = seed.load_shipped(config.model_repository, url)
+    except (load.LoadError, redis.RedisError) as exc:
+        raise StackError(f"ranking features: {exc}") from None
+    for what, r in reports:
+        print(f"  features    {what}: {r.count:,} rows, version {r.version}", flush=True)  # noqa: T201
 
 
 def launch(

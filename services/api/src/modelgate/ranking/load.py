@@ -1,0 +1,245 @@
+"""``modelgate features load`` and ``get``: a feature file into the online store, and back.
+
+The file is CSV: a header ``<entity>_id,<feature>,…`` (e.g. ``user_id,historical_ctr,…``),
+then one row per entity, every value a number (a categorical feature: its value's index
+in the manifest's ``values``). Parquet would need pyarrow, which modelgate does not
+install (it is not in the lock, and a ~40 MB wheel for a loader is not worth it): export
+CSV instead (README, "Ranking").
+
+Loading is idempotent and atomic: the version is the sha256 of what is loaded, a version
+already in the store is not written again, a new one is written whole under its own key
+and then made current in one command (keys.py).
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import math
+import re
+import sys
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from functools import cached_property
+from pathlib import Path
+from typing import TextIO
+
+import numpy as np
+import orjson
+import redis
+
+from modelgate.manifest import FEATURE_NAME
+from modelgate.ranking import keys
+from modelgate.ranking.keys import Entity
+
+# Entities per HSET: large enough that the round trips don't dominate, small enough that
+# one command never holds Redis for long (a 2000-field HSET takes ~1 ms).
+CHUNK = 2000
+# Versions kept per entity: the current one and the one before (a request may still be
+# reading it, and it is the way back).
+KEEP_VERSIONS = 2
+
+
+class LoadError(Exception):
+    """The file can't be loaded; the message says where and why."""
+
+
+@dataclass(frozen=True)
+class Table:
+    entity: Entity
+    columns: tuple[str, ...]
+    ids: np.ndarray  # [n] int64
+    values: np.ndarray  # [n, len(columns)] little-endian float32
+
+    @cached_property
+    def version(self) -> str:
+        """Names the content: the same file gives the same version."""
+        digest = hashlib.sha256()
+        digest.update(f"{self.entity.value}\0{','.join(self.columns)}\0".encode())
+        digest.update(self.ids.tobytes())
+        digest.update(self.values.tobytes())
+        return digest.hexdigest()[:16]
+
+
+def read_table(path: Path, entity: Entity) -> Table:
+    if path.suffix == ".parquet":
+        raise LoadError(
+            f"{path}: Parquet needs pyarrow, which modelgate does not install; "
+            "export the features as CSV (README, 'Ranking (feature store)')"
+        )
+    if path.suffix != ".csv":
+        raise LoadError(f"{path}: expected a .csv file")
+    try:
+        with path.open(newline="") as f:
+            return _parse(csv.reader(f), path, entity)
+    except OSError as exc:
+        raise LoadError(f"{path}: {exc.strerror}") from None
+    except (csv.Error, UnicodeDecodeError) as exc:
+        raise LoadError(f"{path}: not a readable CSV file ({exc})") from None
+
+
+def _parse(reader: Iterable[list[str]], path: Path, entity: Entity) -> Table:
+    rows = iter(reader)
+    header = next(rows, None)
+    id_column = f"{entity.value}_id"
+    if not header or header[0].strip() != id_column:
+        raise LoadError(f"{path}:1: the first column must be {id_column}")
+    columns = tuple(c.strip() for c in header[1:])
+    if not columns:
+        raise LoadError(f"{path}:1: no feature columns")
+    bad = [c for c in columns if not re.fullmatch(FEATURE_NAME, c)]
+    if bad or len(set(columns)) != len(columns):
+        raise LoadError(f"{path}:1: feature names must be unique and match {FEATURE_NAME}")
+    ids: list[int] = []
+    values: list[list[float]] = []
+    seen: dict[int, int] = {}
+    for line, row in enumerate(rows, start=2):
+        if not row:
+            continue
+        if len(row) != len(columns) + 1:
+            raise LoadError(f"{path}:{line}: {len(row)} values, expected {len(columns) + 1}")
+        try:
+            entity_id = int(row[0])
+        except ValueError:
+            raise LoadError(f"{path}:{line}: {id_column} {row[0]!r} is not an integer") from None
+        if not 0 <= entity_id < 2**63:
+            raise LoadError(f"{path}:{line}: {id_column} {entity_id} is not a non-negative int64")
+        if entity_id in seen:
+            raise LoadError(
+                f"{path}:{line}: {id_column} {entity_id} repeats line {seen[entity_id]}"
+            )
+        seen[entity_id] = line
+        parsed = []
+        for name, text in zip(columns, row[1:], strict=True):
+            try:
+                value = float(text)
+            except ValueError:
+                value = math.nan
+            if not math.isfinite(value):
+                raise LoadError(f"{path}:{line}: {name} {text!r} is not a finite number")
+            parsed.append(value)
+        ids.append(entity_id)
+        values.append(parsed)
+    if not ids:
+        raise LoadError(f"{path}: no rows")
+    return Table(
+        entity,
+        columns,
+        np.array(ids, np.int64),
+        np.array(values, np.float32).astype("<f4").reshape(len(ids), len(columns)),
+    )
+
+
+@dataclass(frozen=True)
+class LoadReport:
+    version: str
+    previous: str | None
+    count: int
+    written: int  # 0: this version was in the store already
+    seconds: float
+
+
+class Progress:
+    """A one-line progress bar on a terminal (stderr); nothing elsewhere."""
+
+    def __init__(self, total: int, label: str, out: TextIO = sys.stderr) -> None:
+        self.total, self.label, self.out = total, label, out
+        self.live = out.isatty()
+        self._shown = -1
+
+    def update(self, done: int) -> None:
+        percent = 100 * done // max(self.total, 1)
+        if not self.live or percent == self._shown:
+            return
+        self._shown = percent
+        bar = "#" * (percent // 4) + "." * (25 - percent // 4)
+        self.out.write(f"\r{self.label} [{bar}] {done:,}/{self.total:,}")
+        if done >= self.total:
+            self.out.write("\n")
+        self.out.flush()
+
+
+def load(
+    client: redis.Redis, feature_set: str, table: Table, progress: Progress | None = None
+) -> LoadReport:
+    """Write ``table`` as a new version of the feature set's entity table (unless it is
+    there already) and make it current."""
+    start = time.perf_counter()
+    entity, version = table.entity, table.version
+    pointer = keys.pointer(feature_set, entity)
+    if _text(client.get(pointer)) == version:
+        if progress is not None:
+            progress.update(progress.total)
+        return LoadReport(version, version, len(table.ids), 0, time.perf_counter() - start)
+    written = 0
+    meta_key = keys.meta(feature_set, entity, version)
+    if not client.exists(meta_key):  # the meta key is written last: its absence = incomplete
+        table_key = keys.table(feature_set, entity, version)
+        client.delete(table_key)  # what an interrupted load of this version left
+        for at in range(0, len(table.ids), CHUNK):
+            ids = table.ids[at : at + CHUNK].tolist()
+            rows = table.values[at : at + CHUNK]
+            client.hset(
+                table_key, mapping={str(i): r.tobytes() for i, r in zip(ids, rows, strict=True)}
+            )
+            written += len(ids)
+            if progress is not None:
+                progress.update(written)
+        meta = {
+            "columns": list(table.columns),
+            "count": len(table.ids),
+            "loaded_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        }
+        client.set(meta_key, orjson.dumps(meta))
+    elif progress is not None:
+        progress.update(progress.total)
+    # The switch: one command, so readers see the old version or the new, never a mix.
+    previous = client.set(pointer, version, get=True)
+    _prune(client, feature_set, entity, version, time.time())
+    return LoadReport(
+        version, _text(previous), len(table.ids), written, time.perf_counter() - start
+    )
+
+
+def _prune(client: redis.Redis, feature_set: str, entity: Entity, version: str, now: float) -> None:
+    """Keep the newest ``KEEP_VERSIONS`` versions; delete the tables of the others."""
+    index = keys.versions(feature_set, entity)
+    client.zadd(index, {version: now})
+    for old in map(_text, client.zrange(index, 0, -KEEP_VERSIONS - 1)):
+        if old is None:
+            continue
+        if keys.VERSION.fullmatch(old):
+            client.unlink(keys.table(feature_set, entity, old), keys.meta(feature_set, entity, old))
+        client.zrem(index, old)
+
+
+@dataclass(frozen=True)
+class Stored:
+    version: str
+    columns: tuple[str, ...]
+    rows: list[list[float] | None]  # per id asked for; None: not in the store
+
+
+def get(client: redis.Redis, feature_set: str, entity: Entity, ids: list[int]) -> Stored | None:
+    """The current version's features of ``ids``; None when nothing is loaded."""
+    version = _text(client.get(keys.pointer(feature_set, entity)))
+    if version is None or not keys.VERSION.fullmatch(version):
+        return None
+    meta = client.get(keys.meta(feature_set, entity, version))
+    if meta is None:
+        return None
+    columns = tuple(orjson.loads(meta)["columns"])
+    values = client.hmget(keys.table(feature_set, entity, version), [str(i) for i in ids])
+    rows: list[list[float] | None] = [
+        np.frombuffer(v, "<f4").tolist() if isinstance(v, bytes) else None for v in values
+    ]
+    return Stored(version, columns, rows)
+
+
+def _text(value: object) -> str | None:
+    """A reply as text (redis-py's types allow str, though this client returns bytes)."""
+    if isinstance(value, bytes):
+        return value.decode()
+    return value if isinstance(value, str) else None

@@ -1,0 +1,77 @@
+"""``modelgate features load``'s file reading: what it accepts, what it refuses and where,
+and versions that name the content."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from modelgate.ranking import keys
+from modelgate.ranking.keys import Entity
+from modelgate.ranking.load import LoadError, read_table
+
+GOOD = "user_id,ctr,days_active\n7,0.25,30\n3,0.5,1e3\n"
+
+
+def write(tmp_path: Path, text: str, name: str = "users.csv") -> Path:
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+def test_a_good_file(tmp_path: Path) -> None:
+    t = read_table(write(tmp_path, GOOD), Entity.USER)
+    assert t.columns == ("ctr", "days_active")
+    assert t.ids.tolist() == [7, 3]
+    assert t.values.dtype == np.dtype("<f4")
+    np.testing.assert_array_equal(t.values, np.array([[0.25, 30], [0.5, 1000]], np.float32))
+    assert keys.VERSION.fullmatch(t.version)
+
+
+def test_the_version_names_the_content(tmp_path: Path) -> None:
+    a = read_table(write(tmp_path, GOOD), Entity.USER).version
+    assert read_table(write(tmp_path, GOOD, "again.csv"), Entity.USER).version == a
+    changed = GOOD.replace("0.25", "0.26")
+    assert read_table(write(tmp_path, changed, "b.csv"), Entity.USER).version != a
+    renamed = GOOD.replace("ctr", "clicks")
+    assert read_table(write(tmp_path, renamed, "c.csv"), Entity.USER).version != a
+
+
+@pytest.mark.parametrize(
+    ("text", "where", "reason"),
+    [
+        ("item_id,ctr\n1,0.5\n", ":1:", "first column must be user_id"),
+        ("user_id\n1\n", ":1:", "no feature columns"),
+        ("user_id,ctr,ctr\n1,0.5,0.5\n", ":1:", "must be unique"),
+        ("user_id,Bad-Name\n1,0.5\n", ":1:", "must be unique and match"),
+        ("user_id,ctr\n", "", "no rows"),
+        ("user_id,ctr\n1,0.5\n1,0.6\n", ":3:", "user_id 1 repeats line 2"),
+        ("user_id,ctr\n-1,0.5\n", ":2:", "not a non-negative int64"),
+        ("user_id,ctr\nx,0.5\n", ":2:", "'x' is not an integer"),
+        ("user_id,ctr\n1,abc\n", ":2:", "ctr 'abc' is not a finite number"),
+        ("user_id,ctr\n1,nan\n", ":2:", "ctr 'nan' is not a finite number"),
+        ("user_id,ctr\n1,0.5,9\n", ":2:", "3 values, expected 2"),
+    ],
+)
+def test_bad_files_are_refused_naming_the_line(
+    tmp_path: Path, text: str, where: str, reason: str
+) -> None:
+    with pytest.raises(LoadError) as info:
+        read_table(write(tmp_path, text), Entity.USER)
+    assert where in str(info.value) and reason in str(info.value)
+
+
+def test_parquet_says_what_to_do_instead(tmp_path: Path) -> None:
+    with pytest.raises(LoadError, match="export the features as CSV"):
+        read_table(tmp_path / "users.parquet", Entity.USER)
+
+
+def test_keys_refuse_names_that_are_not_feature_sets() -> None:
+    assert keys.pointer("feed_demo", Entity.ITEM) == "mgfeat:{feed_demo}:item:current"
+    for bad in ("Feed", "feed}x", "a:b", "", "x" * 41):
+        with pytest.raises(ValueError, match="feature set"):
+            keys.pointer(bad, Entity.USER)
+    with pytest.raises(ValueError, match="version"):
+        keys.table("feed", Entity.USER, "../../etc")
