@@ -15,9 +15,11 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import Scope
 
-from modelgate.errors import ModelGateError
+from modelgate.errors import FieldError, InvalidInput, ModelGateError
 from modelgate.guard import guard
+from modelgate.manifest import Task
 from modelgate.protocols.base import Protocol, Route
+from modelgate.runtime import LoadedModel
 from modelgate.worker_state import worker_state
 
 _FACTS = "modelgate.facts"
@@ -38,6 +40,16 @@ def access_facts(scope: Scope) -> AccessFacts | None:
     return scope.get(_FACTS)
 
 
+def wrong_task(model: LoadedModel, ranking_route: bool) -> InvalidInput:
+    """A ranker asked on a prediction route, or another model on a rank route: 422."""
+    reason = (
+        f"{model.name} is a {model.manifest.task.value} model; rank routes serve ranking models"
+        if ranking_route
+        else f"{model.name} is a ranking model; use POST /models/{model.name}/rank"
+    )
+    return InvalidInput.for_fields([FieldError("model", reason)])
+
+
 async def predict(
     protocol: Protocol, route: Route, request: Request, name: str | None, version: str | None
 ) -> Response:
@@ -45,6 +57,8 @@ async def predict(
     try:
         quota_headers = await guard(request, worker, route.quota)
         decoded = await route.decode(request, worker, name, version)
+        if (decoded.model.manifest.task is Task.RANKING) is not protocol.ranking:
+            raise wrong_task(decoded.model, protocol.ranking)
         result = await worker.service.run(decoded.model, decoded.rows)
         request.scope[_FACTS] = AccessFacts(
             result.model.name,
