@@ -166,7 +166,12 @@ def test_metrics_and_the_prediction_log(served: Served) -> None:
 
     wait_until(lambda: bool(logged()), 20, "the prediction-log line")
     (line,) = logged()
-    assert line["model"] == "feed" and len(line["outputs"]) == 3
+    assert (line["model"], line["version"], line["user_id"]) == ("feed", "1", 9)
+    assert line["item_ids"] == [1, 2, 10**9] and line["context"] == CONTEXT
+    assert line["defaults_used"] == {"user": False, "items": [10**9]}
+    by_item = {p["item_id"]: p for p in r.json()["predictions"]}
+    assert line["ranks"] == [by_item[i]["rank"] for i in line["item_ids"]]
+    assert line["scores"] == [by_item[i]["score"] for i in line["item_ids"]]
     text = httpx.get(served.replica.url + "/metrics", timeout=10).text
     assert 'modelgate_feature_lookups_total{entity="item",result="default"}' in text
     assert "modelgate_rank_items_bucket" in text

@@ -34,9 +34,10 @@ from modelgate.errors import ModelNotFound, error_response
 from modelgate.ids import new_id
 from modelgate.logging import request_id_var
 from modelgate.manifest import Task
+from modelgate.predlog import PredictionLog, Record
 from modelgate.protocols.base import Decoded, Protocol, Route
 from modelgate.ranking.features import FeaturesUnavailable
-from modelgate.ranking.ranker import Assembled, Ranker
+from modelgate.ranking.ranker import Assembled, Ranker, RankResult
 from modelgate.ratelimit import BATCH_SCOPE
 from modelgate.repository import ModelRepository
 from modelgate.runtime import LoadedModel
@@ -50,6 +51,7 @@ from modelgate.worker_state import WorkerState
 class _Context:
     ranker: Ranker
     assembled: Assembled
+    log: PredictionLog | None  # the worker's prediction log, for the request's line
 
 
 def default_ranker(repository: ModelRepository) -> str:
@@ -84,25 +86,35 @@ async def decode_rank(
         len(parsed.item_ids),
         assembled.fetch_ms / 1000,
     )
-    return Decoded(model, assembled.rows, started, _Context(ranker, assembled))
+    context = _Context(ranker, assembled, worker.service.prediction_log)
+    return Decoded(model, assembled.rows, started, context)
 
 
 def encode_rank(decoded: Decoded, result: Prediction) -> Response:
     context: _Context = decoded.context
     model: LoadedModel = decoded.model
-    ranked = context.ranker.finish(context.assembled, np.asarray(result.outputs))
+    scores = np.asarray(result.outputs).reshape(-1)  # request order
+    ranked = context.ranker.finish(context.assembled, scores)
+    request = context.assembled.request
+    latency_ms = elapsed_ms(decoded.started)
+    request_id = _request_id()
+    defaults_used = {"user": ranked.user_default, "items": list(ranked.item_defaults)}
+    if context.log is not None:
+        context.log.append(
+            _log_record(decoded, scores, ranked, latency_ms, request_id, defaults_used)
+        )
     body: dict[str, Any] = {
-        "user_id": context.assembled.request.user_id,
+        "user_id": request.user_id,
         "predictions": [
             {"item_id": item, "score": score, "rank": rank}
             for item, score, rank in zip(ranked.item_ids, ranked.scores, ranked.ranks, strict=True)
         ],
         "model_name": model.name,
         "model_version": model.version,
-        "latency_ms": elapsed_ms(decoded.started),
+        "latency_ms": latency_ms,
         "timestamp": iso_utc(),
-        "request_id": _request_id(),
-        "defaults_used": {"user": ranked.user_default, "items": list(ranked.item_defaults)},
+        "request_id": request_id,
+        "defaults_used": defaults_used,
     }
     return json_response(
         body,
@@ -110,6 +122,39 @@ def encode_rank(decoded: Decoded, result: Prediction) -> Response:
             (b"x-model-name", model.name.encode()),
             (b"x-model-version", model.version.encode()),
         ],
+    )
+
+
+def _log_record(
+    decoded: Decoded,
+    scores: np.ndarray,
+    ranked: RankResult,
+    latency_ms: float,
+    request_id: str,
+    defaults_used: dict[str, Any],
+) -> Record:
+    """The request's prediction-log line (predlog.py): items, scores and ranks in request
+    order (rank 0: beyond ``top_k``)."""
+    context: _Context = decoded.context
+    request = context.assembled.request
+    rank_of = dict(zip(ranked.item_ids, ranked.ranks, strict=True))
+    return Record(
+        ts=time.time(),
+        request_id=request_id,
+        manifest=decoded.model.manifest,
+        rows=decoded.rows[:0],  # the line holds what it needs, not the rows
+        outputs=[],
+        cached=[],
+        latency_ms=latency_ms,
+        ranking={
+            "user_id": request.user_id,
+            "item_ids": list(request.item_ids),
+            "scores": scores.tolist(),
+            "ranks": [rank_of.get(i, 0) for i in request.item_ids],
+            "context": request.context,
+            "defaults_used": defaults_used,
+            "feature_versions": ranked.feature_versions,
+        },
     )
 
 
