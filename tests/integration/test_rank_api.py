@@ -99,6 +99,7 @@ def test_rank_answers_the_torch_scores_in_order(served: Served) -> None:
     assert answer["defaults_used"] == {"user": False, "items": [unknown]}
     assert (answer["model_name"], answer["model_version"]) == ("feed", "1")
     assert answer["request_id"] == r.headers["x-request-id"]
+    assert r.headers["x-model-name"] == "feed" and int(r.headers["x-batch-size"]) >= 0
     assert answer["latency_ms"] >= 0 and answer["timestamp"].endswith("Z")
 
 

@@ -121,6 +121,8 @@ def encode_rank(decoded: Decoded, result: Prediction) -> Response:
         raw=[
             (b"x-model-name", model.name.encode()),
             (b"x-model-version", model.version.encode()),
+            (b"x-cache", b"HIT" if all(result.cached) else b"MISS"),
+            (b"x-batch-size", b"%d" % result.batch_rows),
         ],
     )
 
