@@ -65,3 +65,14 @@ def test_v2_repository_load_is_fleet_wide_and_admin_only(stack: Stack) -> None:
     finally:
         client.load_model("churn", headers=admin)  # no version: the highest on disk
         wait_until(lambda: fleet_versions(stack) == ["2"] * 6, 15, "fleet back on v2")
+
+
+def test_rank_routes_through_the_gateway(stack: Stack) -> None:
+    """The stack serves no ranker (it lives in models-ranking/): the rank routes still
+    reach a replica through nginx and refuse in the native shape."""
+    body = {"user_id": 1, "item_ids": [1, 2]}
+    r = httpx.post(f"{stack.gateway}/rank", json=body, headers={"X-Request-ID": "rank-via-nginx"})
+    assert r.status_code == 404 and r.json()["error"] == "model_not_found", r.text
+    assert r.json()["request_id"] == "rank-via-nginx" and stack.upstream_of("rank-via-nginx")
+    r = httpx.post(f"{stack.gateway}/models/churn/rank", json=body)
+    assert r.status_code == 422 and r.json()["field"] == "model", r.text

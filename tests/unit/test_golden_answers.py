@@ -23,6 +23,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from modelgate.app import create_app
+from modelgate.protocols import ranking
 from modelgate.settings import AuthSettings, RateLimitSettings, Settings
 
 GOLDEN = Path(__file__).with_name("golden_answers.json")
@@ -294,7 +295,12 @@ def test_every_protocol_answers_as_recorded(clients: tuple[TestClient, TestClien
         for method, path in FRAMEWORK
     }
     # The docs too: the prediction routes are registered from the protocols' tables.
-    answers["GET /openapi.json"] = {"body": plain.get("/openapi.json").json()}
+    docs = plain.get("/openapi.json").json()
+    # A protocol added since the recording (ranking.py) adds its own paths, and only them:
+    # the recorded protocols' docs stay as they were.
+    for route in ranking.PROTOCOL.routes:
+        assert docs["paths"].pop(route.path)["post"]["tags"] == [ranking.PROTOCOL.tag]
+    answers["GET /openapi.json"] = {"body": docs}
     if os.environ.get("MODELGATE_WRITE_GOLDEN") == "1":
         GOLDEN.write_text(json.dumps(answers, indent=1, sort_keys=True) + "\n")
     recorded = json.loads(GOLDEN.read_text())

@@ -30,6 +30,9 @@ PREDICTION_ROUTES = {
     "/v2/models/{name}/versions/{version}/infer",
     "/v1/models/{name}:predict",
     "/v1/models/{name}/versions/{version}:predict",
+    "/rank",
+    "/models/{name}/rank",
+    "/models/{name}/versions/{version}/rank",
 }
 
 

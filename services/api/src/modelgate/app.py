@@ -38,6 +38,7 @@ from modelgate.predlog import PredictionLog, Rotation
 from modelgate.process import drain_on_sigterm, settle_heap
 from modelgate.protocols import PROTOCOLS, error_shape
 from modelgate.protocols.register import add_to_fastapi, lane_table
+from modelgate.ranking.ranker import Ranker
 from modelgate.ratelimit import Quotas
 from modelgate.rediscache import RedisCache
 from modelgate.registry import MlflowRegistry, ModelRef
@@ -141,13 +142,16 @@ async def worker_lifespan(
     quotas = Quotas(
         settings.rate_limit, settings.redis_connection_url, settings.cache.breaker_seconds
     )
+    ranker = Ranker.from_settings(settings)
+    if ranker is not None:
+        ranker.store.on_lookup = metrics.count_feature_lookups
     drain_on_sigterm(lifecycle)
     settle_heap()
     log.info(
         "worker ready" if repository.ready() else "worker started without every model",
         extra={"models": {n: e.default_version for n, e in repository.models.items()}},
     )
-    worker = WorkerState(settings, repository, service, lifecycle, control, quotas, metrics)
+    worker = WorkerState(settings, repository, service, lifecycle, control, quotas, metrics, ranker)
     try:
         yield worker.as_lifespan_state()
     finally:
@@ -156,6 +160,8 @@ async def worker_lifespan(
             await follower.stop()
         await control.stop()
         await quotas.close()
+        if ranker is not None:
+            await ranker.close()
         await service.close()
         executor.shutdown(wait=True)
         access_log.flush()

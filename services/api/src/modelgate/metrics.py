@@ -144,6 +144,22 @@ class Metrics:
             "HTTP request latency by route template, method and status class.",
             http, buckets=LATENCY_BUCKETS, registry=registry,
         )  # fmt: skip
+        # Ranking (protocols/ranking.py): items scored per request, the feature store's
+        # lookups per id and the time of its one round trip.
+        self.ranked_items = Histogram(
+            "modelgate_rank_items", "Items scored per rank request.",
+            mv, buckets=BATCH_BUCKETS, registry=registry,
+        )  # fmt: skip
+        self.feature_lookups = Counter(
+            "modelgate_feature_lookups",
+            "Feature-store lookups per id: hit, or default (unknown id, cold-start values).",
+            ["entity", "result"], registry=registry,
+        )  # fmt: skip
+        self.feature_fetch = Histogram(
+            "modelgate_feature_fetch_seconds",
+            "Time of a rank request's one feature-store round trip (user and items).",
+            ["feature_set"], buckets=LATENCY_BUCKETS, registry=registry,
+        )  # fmt: skip
         self._info_labels: set[tuple[str, str, str, str]] = set()
         # labels() takes a lock and hashes the tuple; per-request children are cached here.
         self._children: dict[tuple[Any, tuple[str, ...]], Any] = {}
@@ -160,6 +176,9 @@ class Metrics:
             self.cache.labels(result)
         for scope in ("predict", "batch"):
             self.rate_limited.labels(scope)
+        for entity in ("user", "item"):
+            for result in ("hit", "default"):
+                self.feature_lookups.labels(entity, result)
 
     def observe_batch(
         self, model: str, version: str, rows: int, seconds: float, waits: Iterable[float]
@@ -188,6 +207,18 @@ class Metrics:
     def count_cache(self, result: str, rows: int) -> None:
         """Cache lookups of ``rows`` rows: ``hit``, ``miss`` or ``error``."""
         self._tally.inc(self._child(self.cache, result), rows)
+
+    def count_feature_lookups(self, entity: str, result: str, ids: int) -> None:
+        """``ids`` lookups of ``entity`` features: ``hit`` or ``default`` (the store's hook)."""
+        self._tally.inc(self._child(self.feature_lookups, entity, result), ids)
+
+    def observe_rank(
+        self, model: str, version: str, feature_set: str, items: int, fetch_s: float
+    ) -> None:
+        """One rank request: its items and its feature fetch."""
+        tally = self._tally
+        tally.observe(self._child(self.ranked_items, model, version), BATCH_BUCKETS, items)
+        tally.observe(self._child(self.feature_fetch, feature_set), LATENCY_BUCKETS, fetch_s)
 
     def observe_http(self, route: str | None, method: str, status: int, seconds: float) -> None:
         """One request: ``route`` is the matched route template, ``None`` for unknown paths

@@ -34,6 +34,16 @@ One line (schema version 1):
 
 ``inputs``, ``outputs`` and ``cached`` hold one element per row of the request, in order;
 ``latency_ms`` is the time from the cache lookup to the model's answer.
+
+A rank request (``protocols/ranking.py``) writes one line of its own instead, its fields
+after ``latency_ms`` (the request's whole time) being::
+
+    "user_id": 7, "item_ids": [3, 42, …], "scores": [0.12, 0.31, …], "ranks": [2, 1, …],
+    "context": {"device": "mobile", …}, "defaults_used": {"user": false, "items": [42]},
+    "feature_versions": {"user": "…", "item": "…"}
+
+``item_ids``, ``scores`` and ``ranks`` in request order; a rank is 0 for an item beyond
+``top_k``.
 """
 
 from __future__ import annotations
@@ -107,6 +117,8 @@ class Record:
     outputs: np.ndarray | list[dict[str, Any]]
     cached: list[bool]
     latency_ms: float
+    # A rank request's own fields (written in place of inputs, outputs and cached).
+    ranking: dict[str, Any] | None = None
 
 
 def named_inputs(manifest: Manifest, rows: np.ndarray) -> list[dict[str, Any]]:
@@ -208,6 +220,20 @@ class PredictionLog:
                 return
 
     def _line(self, r: Record) -> bytes:
+        if r.ranking is not None:
+            return orjson.dumps(
+                {
+                    "schema": SCHEMA_VERSION,
+                    "ts": iso_utc(r.ts),
+                    "request_id": r.request_id,
+                    "instance": self.instance,
+                    "model": r.manifest.name,
+                    "version": r.manifest.version,
+                    "latency_ms": r.latency_ms,
+                    **r.ranking,
+                },
+                option=orjson.OPT_APPEND_NEWLINE,
+            )
         return orjson.dumps(
             {
                 "schema": SCHEMA_VERSION,

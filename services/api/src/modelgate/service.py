@@ -24,6 +24,7 @@ import numpy as np
 from modelgate.batching import Batcher
 from modelgate.cache import NullCache, PredictionCache, cache_key
 from modelgate.logging import request_id_var
+from modelgate.manifest import Task
 from modelgate.metrics import Metrics
 from modelgate.predlog import PredictionLog, Record
 from modelgate.repository import ModelRepository
@@ -126,7 +127,8 @@ class PredictionService:
             self.metrics.count_predictions(
                 model.name, model.version, len(rows), len(rows) - sum(cached)
             )
-        if self.prediction_log is not None:
+        # A rank request writes its own line (protocols/ranking.py): user, items, ranks.
+        if self.prediction_log is not None and model.manifest.task is not Task.RANKING:
             self.prediction_log.append(
                 Record(
                     ts=now,

@@ -17,6 +17,7 @@ from starlette.requests import HTTPConnection
 if TYPE_CHECKING:
     from modelgate.control import FleetControl
     from modelgate.metrics import Metrics
+    from modelgate.ranking.ranker import Ranker
     from modelgate.ratelimit import Quotas
     from modelgate.repository import ModelRepository
     from modelgate.service import PredictionService
@@ -48,6 +49,7 @@ class WorkerState:
     control: FleetControl
     quotas: Quotas
     metrics: Metrics
+    ranker: Ranker | None = None  # the feature store's client; None without Redis
 
     def as_lifespan_state(self) -> dict[str, WorkerState]:
         return {_KEY: self}

@@ -7,10 +7,10 @@ and error shape; see ``base.py``) and add it to ``PROTOCOLS`` below.
 from __future__ import annotations
 
 from modelgate.errors import ErrorShape
-from modelgate.protocols import native, v1, v2
+from modelgate.protocols import native, ranking, v1, v2
 from modelgate.protocols.base import Protocol
 
-PROTOCOLS: tuple[Protocol, ...] = (native.PROTOCOL, v2.PROTOCOL, v1.PROTOCOL)
+PROTOCOLS: tuple[Protocol, ...] = (native.PROTOCOL, v2.PROTOCOL, v1.PROTOCOL, ranking.PROTOCOL)
 
 
 def error_shape(path: str) -> ErrorShape:

@@ -74,3 +74,6 @@ class Protocol:
     # Paths starting with these are this protocol's, framework-routed ones too (metadata,
     # health, a 404 or 405): their errors take its shape. Empty: the native API's shape.
     prefixes: tuple[str, ...] = ()
+    # Its routes serve ranking models only (``ranking.py``); every other protocol's refuse
+    # them: a ranker's rows come from the feature store, never from a request.
+    ranking: bool = False

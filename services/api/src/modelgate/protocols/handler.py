@@ -2,10 +2,10 @@
 
     guard (client key, then quota) → route.decode → PredictionService.run → route.encode
 
-(a body that decodes to another quota class than its route's, the native matrix form, is
-charged to that one too, once decoded),
-
-and the facts of the access line (model, version, cache, batch rows) are noted in a typed
+A model of the wrong task for the protocol (a ranker on /predict, a classifier on /rank)
+is refused once decoded; so is a body past its quota class when it decodes to another
+class than its route's (the native matrix form is charged to the batch quota too). The
+facts of the access line (model, version, cache, batch rows) are noted in a typed
 record on the request's scope, which the edge (``middleware.py``) writes out. A domain
 error anywhere on the way is answered in the protocol's own error shape.
 """
@@ -18,9 +18,11 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import Scope
 
-from modelgate.errors import ModelGateError
+from modelgate.errors import FieldError, InvalidInput, ModelGateError
 from modelgate.guard import charge, guard
+from modelgate.manifest import Task
 from modelgate.protocols.base import Protocol, Route
+from modelgate.runtime import LoadedModel
 from modelgate.worker_state import worker_state
 
 _FACTS = "modelgate.facts"
@@ -41,6 +43,16 @@ def access_facts(scope: Scope) -> AccessFacts | None:
     return scope.get(_FACTS)
 
 
+def wrong_task(model: LoadedModel, ranking_route: bool) -> InvalidInput:
+    """A ranker asked on a prediction route, or another model on a rank route: 422."""
+    reason = (
+        f"{model.name} is a {model.manifest.task.value} model; rank routes serve ranking models"
+        if ranking_route
+        else f"{model.name} is a ranking model; use POST /models/{model.name}/rank"
+    )
+    return InvalidInput.for_fields([FieldError("model", reason)])
+
+
 async def predict(
     protocol: Protocol, route: Route, request: Request, name: str | None, version: str | None
 ) -> Response:
@@ -48,6 +60,8 @@ async def predict(
     try:
         quota_headers = await guard(request, worker, route.quota)
         decoded = await route.decode(request, worker, name, version)
+        if (decoded.model.manifest.task is Task.RANKING) is not protocol.ranking:
+            raise wrong_task(decoded.model, protocol.ranking)
         if decoded.quota is not None and decoded.quota != route.quota:
             quota_headers = await charge(request, worker, decoded.quota)
         result = await worker.service.run(decoded.model, decoded.rows)
