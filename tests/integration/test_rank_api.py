@@ -17,6 +17,7 @@ import pytest
 import redis
 
 from modelgate.manifest import read_manifest
+from modelgate.responses import documented
 from modelgate.runtime import load_model
 from tests.conftest import RedisServer, Server, start_redis, start_replica, stop_process, wait_until
 from tests.integration.test_ranking_store import (
@@ -28,6 +29,7 @@ from tests.integration.test_ranking_store import (
     expected_rows,
     load_cli,
 )
+from tests.unit.test_response_docs import _assert_keys as assert_keys
 
 pytestmark = pytest.mark.integration
 
@@ -113,6 +115,9 @@ def test_default_ranker_and_every_item_without_top_k(served: Served) -> None:
     scores = [p["score"] for p in answer["predictions"]]
     assert scores == sorted(scores, reverse=True)
     assert answer["defaults_used"] == {"user": True, "items": []}
+    # The answer has exactly the fields /docs lists for it (responses.py).
+    schema, _, _, _ = documented()[("POST", "/rank")]
+    assert_keys(schema, answer, "POST /rank")
 
 
 @pytest.mark.parametrize(

@@ -75,6 +75,13 @@ REQUESTS: list[tuple[str, str, str, Any]] = [
      "/v2/models/churn/versions/1/ready", None),
     ("POST", "/v2/repository/index", "/v2/repository/index", None),
 ]  # fmt: skip
+# Ranking needs a ranker and its features in Redis: its answer is checked against these
+# docs by tests/integration/test_rank_api.py.
+RANK_ROUTES = {
+    ("POST", "/rank"),
+    ("POST", "/models/{name}/rank"),
+    ("POST", "/models/{name}/versions/{version}/rank"),
+}
 ADMIN_CHANGES: list[tuple[str, str, str, Any]] = [
     ("POST", "/admin/models/{name}/load", "/admin/models/churn/load", {"version": "1"}),
     ("POST", "/admin/models/{name}/unload", "/admin/models/churn/unload", {"version": "1"}),
@@ -120,7 +127,8 @@ def _fields_described(schema: dict[str, Any], where: str) -> None:
 def test_every_route_documents_its_answer_and_errors(docs: dict[str, Any]) -> None:
     routes = documented()
     # Every documented route exists, and every route a client calls is documented.
-    assert set(routes) == {(m, p) for m, p, _, _ in REQUESTS + ADMIN_CHANGES}
+    requested = {(m, p) for m, p, _, _ in REQUESTS + ADMIN_CHANGES}
+    assert set(routes) == requested | RANK_ROUTES
     for method, path in routes:
         responses = _operation(docs, method, path)["responses"]
         ok = responses["200"]["content"]["application/json"]

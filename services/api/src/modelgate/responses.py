@@ -386,6 +386,48 @@ _V2_INDEX: dict[str, Any] = {
 }
 _V2_INDEX_EXAMPLE = [{"name": "churn", "version": "2", "state": "READY"}]
 
+RANK = _object(
+    {
+        "user_id": (_INT, "the user the items were ranked for"),
+        "predictions": (
+            {
+                "type": "array",
+                "items": _object(
+                    {
+                        "item_id": (_INT, "a candidate item"),
+                        "score": (_NUM, "the model's score for (user, item, context)"),
+                        "rank": (_INT, "1 for the highest score; ties keep request order"),
+                    }
+                ),
+            },
+            "the items by score, highest first (the top_k first, if given)",
+        ),
+        "model_name": (_STR, "the ranker that answered"),
+        "model_version": (_STR, "the version that answered"),
+        "latency_ms": (_NUM, "time spent in the replica, milliseconds"),
+        "timestamp": (_TIME, "when the answer was made (UTC)"),
+        "request_id": (_STR, "this request's id (in the prediction log)"),
+        "defaults_used": (
+            _OBJ,
+            "cold start: whether the user's features were defaults (user), and the item ids "
+            "whose features were (items)",
+        ),
+    }
+)
+RANK_EXAMPLE = {
+    "user_id": 123,
+    "predictions": [
+        {"item_id": 1002, "score": 0.71, "rank": 1},
+        {"item_id": 1001, "score": 0.42, "rank": 2},
+    ],
+    "model_name": "feed",
+    "model_version": "1",
+    "latency_ms": 2.9,
+    "timestamp": "2026-12-02T03:48:33.113Z",
+    "request_id": "9f2c4e0b7a5d4c1e8f3a6b2d0c9e7f15",
+    "defaults_used": {"user": False, "items": []},
+}
+
 _ROUTES: dict[tuple[str, str], Documented] = {}
 
 
@@ -405,6 +447,16 @@ _add(
     # The matrix form (features as a list of rows) is answered like the batch route.
     {"oneOf": [SINGLE, {**BATCH, "description": "the matrix form's answer"}]},
     SINGLE_EXAMPLE,
+    native=True,
+)
+_add(
+    [
+        "POST /rank",
+        "POST /models/{name}/rank",
+        "POST /models/{name}/versions/{version}/rank",
+    ],
+    RANK,
+    RANK_EXAMPLE,
     native=True,
 )
 _add(
