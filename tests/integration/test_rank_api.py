@@ -4,6 +4,7 @@ run directly in torch on rows assembled here from the CSV files."""
 
 from __future__ import annotations
 
+import asyncio
 import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -16,6 +17,7 @@ import orjson
 import pytest
 import redis
 
+from modelgate.client import APIError, AsyncClient, Client, Ranking
 from modelgate.manifest import read_manifest
 from modelgate.responses import documented
 from modelgate.runtime import load_model
@@ -196,3 +198,27 @@ def test_missing_features_are_a_503(served: Served) -> None:
     finally:
         for k, v in saved.items():
             client.restore(k, 0, v, replace=True)
+
+
+def test_the_python_client_ranks_sync_and_async(served: Served) -> None:
+    """modelgate.client's rank (issue 24): typed items in score order, the same as the
+    HTTP answer, from both clients."""
+    items = [3, 42, 10**9, 517]
+    raw = post(served, "/models/feed/rank", {"user_id": 7, "item_ids": items, "context": CONTEXT})
+    expected = [(p["item_id"], p["rank"]) for p in raw.json()["predictions"]]
+    with Client(served.replica.url) as mg:
+        ranking = mg.rank(7, items, context=CONTEXT, model="feed", request_id="client-rank-1")
+    assert [(i.item_id, i.rank) for i in ranking.items] == expected
+    assert ranking.item_defaults == [10**9] and not ranking.user_default
+    assert (ranking.model_name, ranking.model_version) == ("feed", "1")
+    assert ranking.request_id == "client-rank-1"
+
+    async def ask() -> Ranking:
+        async with AsyncClient(served.replica.url) as mg:
+            return await mg.rank(7, items, context=CONTEXT, top_k=2)
+
+    top = asyncio.run(ask())
+    assert [(i.item_id, i.rank) for i in top.items] == expected[:2]
+    with Client(served.replica.url) as mg, pytest.raises(APIError) as refused:
+        mg.rank(7, [1, 1], model="feed")
+    assert refused.value.status_code == 422

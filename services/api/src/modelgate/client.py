@@ -89,6 +89,28 @@ class BatchPrediction:
 
 
 @dataclass(frozen=True)
+class RankedItem:
+    item_id: int
+    score: float
+    rank: int  # 1 for the highest score
+
+
+@dataclass(frozen=True)
+class Ranking:
+    """A ``/rank`` answer: the items by score, highest first."""
+
+    user_id: int
+    items: list[RankedItem]
+    model_name: str
+    model_version: str
+    user_default: bool  # the user's features were cold-start defaults
+    item_defaults: list[int]  # items whose features were defaults
+    latency_ms: float
+    timestamp: str
+    request_id: str
+
+
+@dataclass(frozen=True)
 class ModelVersion:
     name: str
     version: str
@@ -162,6 +184,32 @@ def _batch(body: Mapping[str, Any], request_id: str) -> BatchPrediction:
         timestamp=body.get("timestamp", ""),
         request_id=request_id,
     )
+
+
+def _ranking(body: Mapping[str, Any], request_id: str) -> Ranking:
+    defaults = body.get("defaults_used", {})
+    return Ranking(
+        user_id=body["user_id"],
+        items=[RankedItem(p["item_id"], p["score"], p["rank"]) for p in body["predictions"]],
+        model_name=body["model_name"],
+        model_version=body["model_version"],
+        user_default=bool(defaults.get("user", False)),
+        item_defaults=list(defaults.get("items", [])),
+        latency_ms=float(body.get("latency_ms", 0.0)),
+        timestamp=body.get("timestamp", ""),
+        request_id=body.get("request_id", request_id),
+    )
+
+
+def _rank_body(
+    user_id: int, item_ids: Sequence[int], context: Mapping[str, Any] | None, top_k: int | None
+) -> dict[str, Any]:
+    body: dict[str, Any] = {"user_id": user_id, "item_ids": list(item_ids)}
+    if context is not None:
+        body["context"] = dict(context)
+    if top_k is not None:
+        body["top_k"] = top_k
+    return body
 
 
 def _models(body: Mapping[str, Any]) -> Models:
@@ -377,6 +425,23 @@ class Client(_Base):
         body, rid = self._call("POST", path, {"instances": list(instances)}, request_id)
         return _batch(body, rid)
 
+    def rank(
+        self,
+        user_id: int,
+        item_ids: Sequence[int],
+        *,
+        context: Mapping[str, Any] | None = None,
+        top_k: int | None = None,
+        model: str | None = None,
+        version: str | None = None,
+        request_id: str | None = None,
+    ) -> Ranking:
+        """Rank a user's candidate items (a ranking model; features from the store)."""
+        path = _predict_path("rank", model, version)
+        body = _rank_body(user_id, item_ids, context, top_k)
+        answer, rid = self._call("POST", path, body, request_id)
+        return _ranking(answer, rid)
+
     def models(self) -> Models:
         return _models(self._call("GET", "/models")[0])
 
@@ -452,6 +517,22 @@ class AsyncClient(_Base):
         path = _predict_path("predict/batch", model, version)
         body, rid = await self._call("POST", path, {"instances": list(instances)}, request_id)
         return _batch(body, rid)
+
+    async def rank(
+        self,
+        user_id: int,
+        item_ids: Sequence[int],
+        *,
+        context: Mapping[str, Any] | None = None,
+        top_k: int | None = None,
+        model: str | None = None,
+        version: str | None = None,
+        request_id: str | None = None,
+    ) -> Ranking:
+        path = _predict_path("rank", model, version)
+        body = _rank_body(user_id, item_ids, context, top_k)
+        answer, rid = await self._call("POST", path, body, request_id)
+        return _ranking(answer, rid)
 
     async def models(self) -> Models:
         return _models((await self._call("GET", "/models"))[0])
