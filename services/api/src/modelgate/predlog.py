@@ -220,29 +220,20 @@ class PredictionLog:
                 return
 
     def _line(self, r: Record) -> bytes:
-        if r.ranking is not None:
-            return orjson.dumps(
-                {
-                    "schema": SCHEMA_VERSION,
-                    "ts": iso_utc(r.ts),
-                    "request_id": r.request_id,
-                    "instance": self.instance,
-                    "model": r.manifest.name,
-                    "version": r.manifest.version,
-                    "latency_ms": r.latency_ms,
-                    **r.ranking,
-                },
-                option=orjson.OPT_APPEND_NEWLINE,
-            )
+        envelope = {
+            "schema": SCHEMA_VERSION,
+            "ts": iso_utc(r.ts),
+            "request_id": r.request_id,
+            "instance": self.instance,
+            "model": r.manifest.name,
+            "version": r.manifest.version,
+            "latency_ms": r.latency_ms,
+        }
+        if r.ranking is not None:  # a rank request's own fields (protocols/ranking.py)
+            return orjson.dumps({**envelope, **r.ranking}, option=orjson.OPT_APPEND_NEWLINE)
         return orjson.dumps(
             {
-                "schema": SCHEMA_VERSION,
-                "ts": iso_utc(r.ts),
-                "request_id": r.request_id,
-                "instance": self.instance,
-                "model": r.manifest.name,
-                "version": r.manifest.version,
-                "latency_ms": r.latency_ms,
+                **envelope,
                 "inputs": named_inputs(r.manifest, r.rows),
                 "outputs": (
                     r.outputs

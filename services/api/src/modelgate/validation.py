@@ -44,7 +44,7 @@ def parse_json(body: bytes) -> Any:
         raise MalformedRequest(f"request body is not valid JSON: {exc}") from None
 
 
-def _type_name(value: Any) -> str:
+def type_name(value: Any) -> str:
     if value is None:
         return "null"
     if isinstance(value, bool):
@@ -67,10 +67,10 @@ def _check_value(spec: InputSpec, value: Any) -> float | str:
             return 1.0 if value else 0.0
         if isinstance(value, int) and value in (0, 1):
             return float(value)
-        return f"expected a boolean, got {_type_name(value)}"
+        return f"expected a boolean, got {type_name(value)}"
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         kind = "an integer" if spec.dtype is DType.INT else "a number"
-        return f"expected {kind}, got {_type_name(value)}"
+        return f"expected {kind}, got {type_name(value)}"
     try:
         number = float(value)
     except OverflowError:
@@ -295,7 +295,7 @@ class InputValidator:
                 FieldError(
                     where,
                     f"expected an object of named features or an array of "
-                    f"{len(self.specs)} values, got {_type_name(instance)}",
+                    f"{len(self.specs)} values, got {type_name(instance)}",
                 )
             )
         return out
@@ -326,7 +326,7 @@ class InputValidator:
         the batch routes and V1, ``features`` for the matrix form)."""
         if not isinstance(instances, list):
             raise InvalidInput.for_fields(
-                [FieldError(field, f"expected an array, got {_type_name(instances)}")]
+                [FieldError(field, f"expected an array, got {type_name(instances)}")]
             )
         if not instances:
             raise InvalidInput.for_fields([FieldError(field, "must not be empty")])
@@ -518,7 +518,7 @@ def body_version(body: bytes, path_version: str | None) -> str | None:
 def _member(payload: Any, key: str, expected: str) -> Any:
     if not isinstance(payload, dict):
         raise InvalidInput.for_fields(
-            [FieldError("body", f"expected an {expected}, got {_type_name(payload)}")]
+            [FieldError("body", f"expected an {expected}, got {type_name(payload)}")]
         )
     if key not in payload:
         raise InvalidInput.for_fields([FieldError(key, "required field missing")])

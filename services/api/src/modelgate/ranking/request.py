@@ -15,6 +15,7 @@ from typing import Any
 
 from modelgate.errors import FieldError, InvalidInput
 from modelgate.manifest import FeatureKind, FeatureSpec, RankingSpec
+from modelgate.validation import type_name
 
 MAX_ID = 2**63 - 1  # ids are int64 everywhere they are stored or logged
 FIELDS = ("user_id", "item_ids", "context", "top_k", "model_version")
@@ -29,21 +30,9 @@ class RankRequest:
     top_k: int  # 1..len(item_ids): a larger top_k asks for every item
 
 
-def _kind(value: Any) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "boolean"
-    if isinstance(value, (int, float)):
-        return "number"
-    if isinstance(value, str):
-        return "string"
-    return "array" if isinstance(value, list) else "object"
-
-
 def _id_problem(value: Any) -> str | None:
     if isinstance(value, bool) or not isinstance(value, int):
-        return f"must be a non-negative integer, got {_kind(value)}"
+        return f"must be a non-negative integer, got {type_name(value)}"
     if value < 0:
         return f"must be a non-negative integer, got {value}"
     if value > MAX_ID:
@@ -62,7 +51,7 @@ class RankRequestParser:
         """A decoded JSON body → the request; raises ``InvalidInput`` naming each field."""
         if not isinstance(payload, dict):
             raise InvalidInput.for_fields(
-                [FieldError("body", f"expected an object, got {_kind(payload)}")]
+                [FieldError("body", f"expected an object, got {type_name(payload)}")]
             )
         errors = [FieldError(k, "unknown field") for k in payload if k not in FIELDS]
         for key in ("user_id", "item_ids"):
@@ -81,7 +70,7 @@ class RankRequestParser:
 
     def _items(self, value: Any, errors: list[FieldError]) -> tuple[int, ...]:
         if not isinstance(value, list):
-            errors.append(FieldError("item_ids", f"expected an array, got {_kind(value)}"))
+            errors.append(FieldError("item_ids", f"expected an array, got {type_name(value)}"))
             return ()
         if not 1 <= len(value) <= self.max_items:
             errors.append(
@@ -102,7 +91,7 @@ class RankRequestParser:
 
     def _context(self, value: Any, errors: list[FieldError]) -> dict[str, float | str]:
         if not isinstance(value, dict):
-            errors.append(FieldError("context", f"expected an object, got {_kind(value)}"))
+            errors.append(FieldError("context", f"expected an object, got {type_name(value)}"))
             return {}
         known = ", ".join(self.context) or "none"
         out: dict[str, float | str] = {}
@@ -134,7 +123,7 @@ def _check(feature: FeatureSpec, value: Any) -> float | str | FieldError:
         allowed = ", ".join(feature.values)
         return FieldError("", f"must be one of {allowed}, got {value!r}")
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return FieldError("", f"must be a number, got {_kind(value)}")
+        return FieldError("", f"must be a number, got {type_name(value)}")
     if not math.isfinite(value):
         return FieldError("", f"must be a finite number, got {value}")
     if feature.min is not None and value < feature.min:
