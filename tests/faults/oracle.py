@@ -74,18 +74,20 @@ def access_offset(stack: Stack) -> int:
     return path.stat().st_size if path.exists() else 0
 
 
-def gateway_attempts(stack: Stack, offset: int) -> Counter[str]:
-    """Per replica (host:port): prediction attempts the gateway made since ``offset``
-    that the replica answered, from ``upstream_status`` / ``upstream_addr``."""
+def access_entries(stack: Stack, offset: int = 0) -> list[dict[str, Any]]:
+    """The gateway's JSON access-log entries written since ``offset``."""
     path = stack.dir / "logs" / "gateway-access.log"
     with path.open("rb") as f:
         f.seek(offset)
         lines = f.read().decode().splitlines()
+    return [json.loads(line) for line in lines if line.strip()]
+
+
+def gateway_attempts(stack: Stack, offset: int) -> Counter[str]:
+    """Per replica (host:port): prediction attempts the gateway made since ``offset``
+    that the replica answered, from ``upstream_status`` / ``upstream_addr``."""
     sent: Counter[str] = Counter()
-    for line in lines:
-        if not line.strip():
-            continue
-        entry = json.loads(line)
+    for entry in access_entries(stack, offset):
         if not entry["uri"].startswith(PREDICT_ROUTE):
             continue
         addrs = re.split(r"\s*[,:]\s+", entry["upstream"])
@@ -113,11 +115,7 @@ def gateway_errors(stack: Stack) -> Counter[str]:
 def retried_upstream(stack: Stack, offset: int = 0) -> int:
     """Requests the gateway sent to more than one replica (a race or a dead replica,
     absorbed by ``proxy_next_upstream``) since ``offset``."""
-    path = stack.dir / "logs" / "gateway-access.log"
-    with path.open("rb") as f:
-        f.seek(offset)
-        lines = f.read().decode().splitlines()
-    return sum(1 for line in lines if line.strip() and "," in json.loads(line)["upstream"])
+    return sum(1 for entry in access_entries(stack, offset) if "," in entry["upstream"])
 
 
 def wait_counts_agree(
