@@ -30,7 +30,8 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from modelgate.ports import free_port
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the checkout: tests.ports
+from tests.ports import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 BENCH = ROOT / "bench"

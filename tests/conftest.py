@@ -18,7 +18,7 @@ from typing import Any
 import httpx
 import pytest
 
-from modelgate.ports import free_port
+from tests.ports import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 VENV_BIN = Path(sys.executable).parent

@@ -1,7 +1,7 @@
 #!/bin/sh
 # Compose's Alertmanager: infra/alertmanager/alertmanager.yml with the webhook's URL
 # (ALERTMANAGER_WEBHOOK_URL, from .env) appended as its receiver's integration, as
-# modelgate.stack does for the native stack; then the command given, with that config.
+# modelgate.stack.launch does for the native stack; then the command given, with that config.
 # Alertmanager expands no variables in its config, hence this step.
 #   usage: alertmanager-entrypoint.sh /bin/alertmanager [flags...]
 set -eu

@@ -15,8 +15,8 @@ process = ProcessSettings()
 bind = process.bind
 workers = process.workers
 # uvicorn-worker's UvicornWorker (uvicorn's own `uvicorn.workers` is deprecated), with
-# the uvicorn options a replica wants (modelgate/worker.py).
-worker_class = "modelgate.worker.ReplicaWorker"
+# the uvicorn options a replica wants (modelgate/edge/worker.py).
+worker_class = "modelgate.edge.worker.ReplicaWorker"
 
 # gunicorn >= 24 opens a control socket at one fixed path per user; several replicas on
 # one host would fight over it, and nothing here uses it.
@@ -50,7 +50,7 @@ keepalive = 75
 logconfig_dict = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"json": {"()": "modelgate.logging.JsonFormatter"}},
+    "formatters": {"json": {"()": "modelgate.observability.logging.JsonFormatter"}},
     "handlers": {
         "stderr": {
             "class": "logging.StreamHandler",
@@ -90,8 +90,8 @@ def child_exit(server, worker):  # type: ignore[no-untyped-def]
     multiprocess.mark_process_dead(worker.pid)
     metrics_dir = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
     if server.cfg.max_requests > 0 and metrics_dir:
-        # A dead worker serves no more, however it ended (modelgate/recycling.py).
-        from modelgate.recycling import Siblings
+        # A dead worker serves no more, however it ended (modelgate/edge/recycling.py).
+        from modelgate.edge.recycling import Siblings
 
         Siblings.of_replica(metrics_dir, server.cfg.workers).gone(worker.pid)
 

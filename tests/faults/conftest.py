@@ -24,10 +24,10 @@ from typing import Any
 
 import pytest
 
-from modelgate.ports import free_port
 from tests.conftest import ROOT
 from tests.faults.load import Answer
 from tests.faults.oracle import latency_ms, non_2xx
+from tests.ports import free_port
 from tests.stack.conftest import Stack
 
 if not os.environ.get("MODELGATE_FAULTS"):

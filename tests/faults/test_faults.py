@@ -23,7 +23,7 @@ from typing import Any
 import httpx
 import pytest
 
-from modelgate.stack import group_members, live_stat
+from modelgate.stack.launch import group_members, live_stat
 from tests.conftest import ROOT, wait_until
 from tests.faults.conftest import (
     ADMIN_KEY,

@@ -13,7 +13,7 @@ import orjson
 import pytest
 import redis
 
-from modelgate.rediscache import RedisCache
+from modelgate.shared.rediscache import RedisCache
 from tests.conftest import RedisServer, commandstats, stop_process, wait_until
 from tests.integration.test_api import CHURN
 

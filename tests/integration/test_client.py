@@ -121,7 +121,7 @@ def test_a_retry_after_longer_than_accepted_raises_the_429(
 
 
 def test_connection_errors_are_retried_then_raised(caplog: pytest.LogCaptureFixture) -> None:
-    from modelgate.ports import free_port
+    from tests.ports import free_port
 
     caplog.set_level(logging.INFO, "modelgate.client")
     with (

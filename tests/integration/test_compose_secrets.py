@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from modelgate.ports import free_port
 from tests.conftest import ROOT, stop_process, wait_until
+from tests.ports import free_port
 
 pytestmark = pytest.mark.integration
 

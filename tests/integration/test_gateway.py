@@ -15,7 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from modelgate.infra import gateway_values, render_native_gateway
+from modelgate.stack.infra import gateway_values, render_native_gateway
 from tests.conftest import ROOT, Server, free_port, start_replica, stop_process, wait_until
 from tests.integration.test_api import CHURN
 

@@ -12,9 +12,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from modelgate.gatewaylog import address, parse
-from modelgate.ports import free_port
+from modelgate.observability.gatewaylog import address, parse
 from tests.conftest import VENV_BIN, stop_process, wait_until
+from tests.ports import free_port
 
 
 @pytest.mark.parametrize(

@@ -18,9 +18,9 @@ import pytest
 import redis
 
 from modelgate.client import APIError, AsyncClient, Client, Ranking
-from modelgate.manifest import read_manifest
-from modelgate.responses import documented
-from modelgate.runtime import load_model
+from modelgate.edge.responses import documented
+from modelgate.inference.manifest import read_manifest
+from modelgate.inference.runtime import load_model
 from tests.conftest import RedisServer, Server, start_redis, start_replica, stop_process, wait_until
 from tests.integration.test_ranking_store import (
     CONTEXT,

@@ -16,14 +16,14 @@ import pytest
 import redis
 import torch
 
-from modelgate.manifest import read_manifest
-from modelgate.ports import free_port
+from modelgate.inference.manifest import read_manifest
+from modelgate.inference.runtime import LoadedModel, load_model
 from modelgate.ranking import load
 from modelgate.ranking.features import FeatureStore, FeaturesUnavailable
 from modelgate.ranking.keys import Entity
 from modelgate.ranking.ranker import Ranker
-from modelgate.runtime import LoadedModel, load_model
 from tests.conftest import VENV_BIN, RedisServer, commandstats, start_redis, stop_process
+from tests.ports import free_port
 
 pytestmark = pytest.mark.integration
 

@@ -11,8 +11,8 @@ from typing import Any
 import httpx
 import pytest
 
-from modelgate.ratelimit import PREDICT_SCOPE, Quotas, Verdict
 from modelgate.settings import RateLimitSettings
+from modelgate.shared.ratelimit import PREDICT_SCOPE, Quotas, Verdict
 from tests.conftest import RedisServer, commandstats, stop_process
 from tests.integration.test_api import CHURN
 from tests.unit.test_quotas import Clock

@@ -11,7 +11,7 @@ import time
 import pytest
 import redis
 
-from modelgate.redisconn import PipelinedRedis, ResponseError
+from modelgate.shared.redisconn import PipelinedRedis, ResponseError
 from tests.conftest import RedisServer, free_port, start_redis, stop_process
 
 

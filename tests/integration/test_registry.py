@@ -21,9 +21,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from modelgate.ports import free_port
-from modelgate.registry import MlflowRegistry, ModelRef
+from modelgate.inference.registry import MlflowRegistry, ModelRef
 from tests.conftest import ROOT, VENV_BIN, RedisServer, Server, wait_until
+from tests.ports import free_port
 
 pytestmark = pytest.mark.integration
 

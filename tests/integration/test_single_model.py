@@ -13,9 +13,9 @@ import httpx
 import numpy as np
 import pytest
 
-from modelgate.ports import free_port
 from tests.conftest import VENV_BIN, stop_process, wait_until
 from tests.integration.test_api import CHURN, row, torch_reference
+from tests.ports import free_port
 
 pytestmark = pytest.mark.integration
 

@@ -1,7 +1,7 @@
 """Every replica down: what the gateway answers is counted, the dashboards show 100 % 5xx
 (not "no data"), and the 5xx alert reaches a webhook.
 
-The stack here is the native stack's own processes, from ``modelgate.stack.commands``
+The stack here is the native stack's own processes, from ``modelgate.stack.launch.commands``
 with the same argv, minus Redis and the replicas: the gateway, the gateway's log exporter
 (``modelgate gateway-exporter``), Alertmanager and Prometheus. The replicas' ports are
 free ports where nothing listens, as after every replica died. It starts in seconds,
@@ -26,7 +26,8 @@ import httpx
 import pytest
 import yaml
 
-from modelgate.stack import StackConfig, commands, http_ok, probes
+from modelgate.stack.config import StackConfig
+from modelgate.stack.launch import commands, http_ok, probes
 from tests.conftest import ROOT, free_port, stop_process, wait_until
 from tests.stack.test_dashboards import dashboard_queries
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from modelgate.stack import group_members, live_stat
+from modelgate.stack.launch import group_members, live_stat
 from tests.conftest import wait_until
 from tests.stack.conftest import Stack, start_stack, stop_stack
 

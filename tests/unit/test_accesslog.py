@@ -8,8 +8,8 @@ import logging
 import os
 import re
 
-from modelgate.accesslog import PIPE_BUF, AccessLog
-from modelgate.logging import configure_logging
+from modelgate.edge.accesslog import PIPE_BUF, AccessLog
+from modelgate.observability.logging import configure_logging
 
 
 def read_all(fd: int) -> bytes:

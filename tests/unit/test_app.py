@@ -12,10 +12,10 @@ import pytest
 from fastapi.testclient import TestClient
 
 from modelgate.app import create_app
-from modelgate.deps import Lifecycle
-from modelgate.process import YOUNG_GC_THRESHOLD, drain_on_sigterm
+from modelgate.edge.deps import Lifecycle
+from modelgate.edge.process import YOUNG_GC_THRESHOLD, drain_on_sigterm
+from modelgate.inference.service import PredictionService
 from modelgate.routes import models as models_routes
-from modelgate.service import PredictionService
 from modelgate.settings import Settings
 
 FEATURES = [35, 75000, 680, 24, 730, 85.5, 2, False, 2, 3]

@@ -15,9 +15,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from modelgate.archive import check_sym_expr, check_target
 from modelgate.errors import ModelLoadError
-from modelgate.repository import ModelRepository
+from modelgate.inference.archive import check_sym_expr, check_target
+from modelgate.inference.repository import ModelRepository
 
 Entries = list[tuple[str, bytes]]
 

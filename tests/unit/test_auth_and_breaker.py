@@ -10,12 +10,12 @@ import numpy as np
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
-from modelgate.auth import AdminDep, ClientDep, matches_any
-from modelgate.breaker import CircuitBreaker
-from modelgate.cache import cache_key
+from modelgate.edge.auth import AdminDep, ClientDep, matches_any
 from modelgate.errors import install_error_handlers
-from modelgate.rediscache import RedisCache
 from modelgate.settings import AuthSettings, Settings
+from modelgate.shared.breaker import CircuitBreaker
+from modelgate.shared.cache import cache_key
+from modelgate.shared.rediscache import RedisCache
 from tests.conftest import free_port
 
 

@@ -11,8 +11,8 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import pytest
 
-from modelgate.batching import Batcher, Pending, take_batch
 from modelgate.errors import Overloaded
+from modelgate.inference.batching import Batcher, Pending, take_batch
 
 
 def pending(n: int, at: float, loop: asyncio.AbstractEventLoop) -> Pending:

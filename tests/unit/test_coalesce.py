@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from modelgate.coalesce import NextTurn, PerTurn
+from modelgate.shared.coalesce import NextTurn, PerTurn
 
 
 def test_one_send_per_turn_each_caller_its_own_answer() -> None:

@@ -11,6 +11,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from modelgate.settings import ProcessSettings, Settings
+from modelgate.stack.config import StackConfig
 from tests.conftest import ROOT
 
 _CELL = re.compile(r"`([^`]*)`")
@@ -76,3 +77,27 @@ def test_the_process_settings_are_documented() -> None:
     documented = {variable for variable, _ in table_rows()}
     for name in ProcessSettings.model_fields:
         assert f"MODELGATE_{name.upper()}" in documented, name
+
+
+def test_the_native_stack_table_is_its_settings_class() -> None:
+    """Every `MODELGATE_STACK_*` the README names is a field of ``StackConfig`` and every
+    field is named; each process's documented port is that field's default."""
+    text = (ROOT / "README.md").read_text()
+    named = set(re.findall(r"`MODELGATE_STACK_([A-Z_]+)`", text))
+    fields = {name.upper() for name in StackConfig.model_fields}
+    fields.add("MODEL_REPOSITORY")  # read as MODELGATE_MODEL_REPOSITORY, like a replica
+    assert named <= fields, named - fields
+    assert fields - {"MODEL_REPOSITORY"} <= named, fields - named
+    table = text.split("then starts and waits on each process in turn:", 1)[1].split("\n\n")[1]
+    checked = 0
+    for line in table.splitlines()[2:]:
+        address, overrides = (c.strip() for c in line.strip("|").split("|")[1:3])
+        port = re.search(r"127\.0\.0\.1:(\d+)", address)
+        first = re.search(r"`MODELGATE_STACK_([A-Z_]+)`", overrides)
+        assert port and first, line
+        default = StackConfig.model_fields[first.group(1).lower()].get_default(
+            call_default_factory=True
+        )
+        assert int(port.group(1)) == (default[0] if isinstance(default, list) else default)
+        checked += 1
+    assert checked >= 7

@@ -8,7 +8,7 @@ import pytest
 from pydantic import ValidationError
 
 from modelgate.app import create_app
-from modelgate.cors import Cors
+from modelgate.edge.cors import Cors
 from modelgate.settings import CorsSettings, Settings
 
 

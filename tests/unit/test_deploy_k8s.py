@@ -337,7 +337,7 @@ def test_addresses_in_env_name_services_and_ports_that_exist(overlay: str) -> No
         == f"{mounts['redis-secret']}/{secret['items'][0]['path']}"
     )
     # the gateway renders its template completely from this environment
-    from modelgate.infra import render as render_template
+    from modelgate.stack.infra import render as render_template
 
     template = (ROOT / "infra/nginx/templates/default.conf.template").read_text()
     assert "${" not in render_template(template, env)

@@ -11,8 +11,8 @@ from fastapi.testclient import TestClient
 from pydantic import ValidationError
 
 from modelgate.app import create_app
-from modelgate.ports import free_port
 from modelgate.settings import Settings, StatsSettings
+from tests.ports import free_port
 
 
 def test_no_prometheus_answering_is_a_503_and_the_replica_view_stays(demo_models: Path) -> None:

@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from modelgate import ids
+from modelgate.edge import ids
 
 
 def test_ids_are_32_hex_characters_and_distinct() -> None:

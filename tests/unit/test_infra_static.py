@@ -20,7 +20,7 @@ import jsonschema
 import pytest
 import yaml
 
-from modelgate.infra import RenderError, gateway_values, render
+from modelgate.stack.infra import RenderError, gateway_values, render
 from tests.conftest import ROOT
 
 COMPOSE_FILES = ("docker-compose.yml", "docker-compose.ops.yml", "docker-compose.models.yml")

@@ -13,7 +13,7 @@ from prometheus_client import CollectorRegistry
 from starlette.types import Receive, Scope, Send
 
 from modelgate.app import create_app
-from modelgate.lane import PredictionLane
+from modelgate.edge.lane import PredictionLane
 from modelgate.settings import Settings
 
 FEATURES = [35, 75000, 680, 24, 730, 85.5, 2, False, 2, 3]

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from modelgate.manifest import DType, Manifest, Task, read_manifest
+from modelgate.inference.manifest import DType, Manifest, Task, read_manifest
 from tests.unit.manifests import manifest_dict
 
 

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
-from modelgate.cache import cache_key
-from modelgate.repository import ModelRepository
+from modelgate.inference.repository import ModelRepository
+from modelgate.shared.cache import cache_key
 
 
 def test_manifest_only_edit_changes_the_cache_key_and_reloads(model_copy: Path) -> None:

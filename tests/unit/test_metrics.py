@@ -7,7 +7,7 @@ import asyncio
 
 from prometheus_client import CollectorRegistry
 
-from modelgate.metrics import IDLE_FLUSH_S, LATENCY_BUCKETS, Metrics
+from modelgate.observability.metrics import IDLE_FLUSH_S, LATENCY_BUCKETS, Metrics
 
 ROUTE = "/models/{name}/predict"
 # Values on bucket bounds, between them, below the first and beyond the last.

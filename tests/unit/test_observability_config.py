@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from modelgate.stack import StackConfig, render_alertmanager, render_prometheus
+from modelgate.stack.config import StackConfig
+from modelgate.stack.launch import render_alertmanager, render_prometheus
 from tests.conftest import ROOT
 
 PROM = ROOT / "infra" / "prometheus"

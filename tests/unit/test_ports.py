@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import socket
 
-from modelgate.ports import _ephemeral_start, free_port
+from tests.ports import _ephemeral_start, free_port
 
 
 def test_ports_are_bindable_distinct_and_below_the_ephemeral_range() -> None:

@@ -13,8 +13,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from modelgate.manifest import Manifest
-from modelgate.predlog import PredictionLog, Record, Rotation
+from modelgate.inference.manifest import Manifest
+from modelgate.observability.predlog import PredictionLog, Record, Rotation
 from modelgate.settings import Settings
 from tests.unit.manifests import manifest_dict
 

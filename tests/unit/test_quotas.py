@@ -7,8 +7,8 @@ import time
 
 import pytest
 
-from modelgate.ratelimit import BATCH_SCOPE, PREDICT_SCOPE, MemoryWindows, Quotas
 from modelgate.settings import RateLimitSettings
+from modelgate.shared.ratelimit import BATCH_SCOPE, PREDICT_SCOPE, MemoryWindows, Quotas
 
 
 class Clock:

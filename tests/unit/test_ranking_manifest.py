@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from modelgate.manifest import Manifest, Task
+from modelgate.inference.manifest import Manifest, Task
 from tests.unit.manifests import manifest_dict
 from tests.unit.ranking_spec import ranker_manifest, ranking_section
 
@@ -100,7 +100,7 @@ def test_other_tasks_take_no_ranking_section() -> None:
 
 
 def test_demo_ranker_manifest(demo_ranker: Any) -> None:
-    from modelgate.manifest import read_manifest
+    from modelgate.inference.manifest import read_manifest
 
     m = read_manifest(demo_ranker / "feed" / "1")
     assert m.task is Task.RANKING and m.ranking is not None

@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from modelgate.errors import InvalidInput
-from modelgate.manifest import Manifest
+from modelgate.inference.manifest import Manifest
 from modelgate.ranking.request import RankRequestParser
 from tests.unit.ranking_spec import ranker_manifest
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from modelgate.manifest import Manifest
+from modelgate.inference.manifest import Manifest
 from modelgate.ranking.ranker import order
 from modelgate.ranking.rows import ColumnsMissing, RowAssembler
 from tests.unit.ranking_spec import ranker_manifest

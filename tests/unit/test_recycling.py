@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from modelgate.recycling import Siblings
+from modelgate.edge.recycling import Siblings
 
 
 def test_a_worker_leaves_only_when_every_sibling_serves(tmp_path: Path) -> None:

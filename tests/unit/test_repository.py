@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from modelgate.errors import ModelLoadError, ModelNotFound
-from modelgate.repository import ModelRepository
+from modelgate.inference.repository import ModelRepository
 
 
 class _Payload:

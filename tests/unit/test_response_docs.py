@@ -17,7 +17,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from modelgate.app import create_app
-from modelgate.responses import documented
+from modelgate.edge.responses import documented
 from modelgate.settings import AuthSettings, Settings
 
 ADMIN_KEY = "docs-admin-key"

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from modelgate import stack
-from modelgate.stack import StackConfig, workers_per_replica
+from modelgate.stack import launch as stack
+from modelgate.stack.config import StackConfig, workers_per_replica
 
 
 @pytest.mark.parametrize(
@@ -20,7 +20,11 @@ def test_workers_share_the_cores_at_least_one_each(
     monkeypatch: pytest.MonkeyPatch, cores: int, ports: str, workers: int
 ) -> None:
     monkeypatch.setattr(stack.os, "sched_getaffinity", lambda _pid: set(range(cores)))
-    assert workers_per_replica(ports) == workers
+    monkeypatch.setenv("MODELGATE_STACK_REPLICA_PORTS", ports)
+    monkeypatch.delenv("MODELGATE_STACK_WORKERS", raising=False)
+    config = StackConfig()
+    assert len(config.replica_ports) == len([p for p in ports.split(",") if p.strip()])
+    assert config.workers == workers_per_replica(len(config.replica_ports)) == workers
 
 
 def test_an_explicit_worker_count_wins(monkeypatch: pytest.MonkeyPatch) -> None:

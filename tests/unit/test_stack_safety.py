@@ -12,9 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from modelgate import stack
 from modelgate.settings import Settings
-from modelgate.stack import StackConfig, group_members, start_ticks, stop_pid
+from modelgate.stack import launch as stack
+from modelgate.stack.config import StackConfig
+from modelgate.stack.launch import group_members, start_ticks, stop_pid
 from tests.conftest import wait_until
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from modelgate.timefmt import iso_utc
+from modelgate.observability.timefmt import iso_utc
 
 
 def reference(now: float) -> str:

@@ -11,9 +11,9 @@ from typing import Any
 
 import pytest
 
-from modelgate.control import Command, FleetControl
 from modelgate.errors import InvalidInput
-from modelgate.repository import ModelRepository, check_name, check_version, discover
+from modelgate.inference.repository import ModelRepository, check_name, check_version, discover
+from modelgate.shared.control import Command, FleetControl
 
 
 @pytest.mark.parametrize("version", ["²", "01", "2.0", "../x/1", "", "1 ", "1\n", "-1", "1" * 10])

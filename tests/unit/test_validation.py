@@ -9,8 +9,13 @@ import numpy as np
 import pytest
 
 from modelgate.errors import InvalidInput, MalformedRequest
-from modelgate.manifest import Manifest
-from modelgate.validation import InputValidator, body_version, parse_json, refuse_unknown_keys
+from modelgate.inference.manifest import Manifest
+from modelgate.inference.validation import (
+    InputValidator,
+    body_version,
+    parse_json,
+    refuse_unknown_keys,
+)
 from tests.unit.manifests import manifest_dict
 
 MANIFEST = Manifest.model_validate(manifest_dict())

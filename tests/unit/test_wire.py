@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from modelgate.wire import FLUSH_AT, CoalescingTransport
+from modelgate.edge.wire import FLUSH_AT, CoalescingTransport
 
 
 class Recording(asyncio.Transport):

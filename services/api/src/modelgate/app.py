@@ -23,31 +23,31 @@ from prometheus_client import CollectorRegistry
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from modelgate import __version__
-from modelgate.accesslog import AccessLog
-from modelgate.cache import NullCache, PredictionCache
-from modelgate.control import FleetControl
-from modelgate.cors import Cors
+from modelgate.edge.accesslog import AccessLog
+from modelgate.edge.cors import Cors
+from modelgate.edge.lane import PredictionLane
+from modelgate.edge.middleware import Edge, InFlight
+from modelgate.edge.openapi import install_openapi
+from modelgate.edge.process import drain_on_sigterm, settle_heap
+from modelgate.edge.worker_state import Lifecycle, WorkerState
 from modelgate.errors import ModelGateError, install_error_handlers
-from modelgate.follow import AliasFollower, initial_sync
-from modelgate.lane import PredictionLane
-from modelgate.logging import configure_logging
-from modelgate.metrics import Metrics
-from modelgate.middleware import Edge, InFlight
-from modelgate.openapi import install_openapi
-from modelgate.predlog import PredictionLog, Rotation
-from modelgate.process import drain_on_sigterm, settle_heap
+from modelgate.inference.follow import AliasFollower, initial_sync
+from modelgate.inference.registry import MlflowRegistry, ModelRef
+from modelgate.inference.repository import ModelRepository
+from modelgate.inference.runtime import configure_torch
+from modelgate.inference.service import PredictionService
+from modelgate.observability.logging import configure_logging
+from modelgate.observability.metrics import Metrics
+from modelgate.observability.predlog import PredictionLog, Rotation
 from modelgate.protocols import PROTOCOLS, error_shape
 from modelgate.protocols.register import add_to_fastapi, lane_table
 from modelgate.ranking.ranker import Ranker
-from modelgate.ratelimit import Quotas
-from modelgate.rediscache import RedisCache
-from modelgate.registry import MlflowRegistry, ModelRef
-from modelgate.repository import ModelRepository
 from modelgate.routes import admin, health, models, observability, v1, v2
-from modelgate.runtime import configure_torch
-from modelgate.service import PredictionService
 from modelgate.settings import Settings
-from modelgate.worker_state import Lifecycle, WorkerState
+from modelgate.shared.cache import NullCache, PredictionCache
+from modelgate.shared.control import FleetControl
+from modelgate.shared.ratelimit import Quotas
+from modelgate.shared.rediscache import RedisCache
 
 log = logging.getLogger("modelgate.app")
 

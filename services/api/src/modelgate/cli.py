@@ -27,7 +27,7 @@ import os
 import sys
 from pathlib import Path
 
-from modelgate.manifest import Task
+from modelgate.inference.manifest import Task
 
 
 def _gunicorn_config() -> Path:
@@ -213,7 +213,7 @@ def _import_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def pull(args: argparse.Namespace) -> int:
-    from modelgate import registry  # only this command needs torch in this process
+    from modelgate.inference import registry  # only this command needs torch in this process
 
     if not args.mlflow_tracking_uri:
         sys.stderr.write("modelgate pull: --mlflow-tracking-uri (or MLFLOW_TRACKING_URI)\n")
@@ -231,13 +231,13 @@ def pull(args: argparse.Namespace) -> int:
 
 
 def import_model(args: argparse.Namespace) -> int:
-    from modelgate import importer  # only this command needs torch in this process
+    from modelgate.inference import importer  # only this command needs torch in this process
 
     return importer.command(args)
 
 
 def gateway_exporter(args: argparse.Namespace) -> int:  # returns only on error
-    from modelgate import gatewaylog
+    from modelgate.observability import gatewaylog
 
     try:
         udp, listen = gatewaylog.address(args.udp), gatewaylog.address(args.listen)
@@ -252,7 +252,7 @@ def gateway_exporter(args: argparse.Namespace) -> int:  # returns only on error
 
 
 def stack(args: argparse.Namespace) -> int:
-    from modelgate import stack as native_stack  # only this command needs yaml and friends
+    from modelgate.stack import launch as native_stack  # only this command needs yaml and friends
 
     return native_stack.main(args)
 

@@ -25,7 +25,7 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
-from modelgate.logging import request_id_var
+from modelgate.observability.logging import request_id_var
 
 
 @dataclass(frozen=True)

@@ -25,11 +25,11 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from modelgate.errors import ErrorShape
-from modelgate.runtime import LoadedModel
+from modelgate.inference.runtime import LoadedModel
 
 if TYPE_CHECKING:
-    from modelgate.service import Prediction
-    from modelgate.worker_state import WorkerState
+    from modelgate.edge.worker_state import WorkerState
+    from modelgate.inference.service import Prediction
 
 
 @dataclass(frozen=True, slots=True)

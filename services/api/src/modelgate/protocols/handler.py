@@ -18,12 +18,12 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import Scope
 
+from modelgate.edge.guard import charge, guard
+from modelgate.edge.worker_state import worker_state
 from modelgate.errors import FieldError, InvalidInput, ModelGateError
-from modelgate.guard import charge, guard
-from modelgate.manifest import Task
+from modelgate.inference.manifest import Task
+from modelgate.inference.runtime import LoadedModel
 from modelgate.protocols.base import Protocol, Route
-from modelgate.runtime import LoadedModel
-from modelgate.worker_state import worker_state
 
 _FACTS = "modelgate.facts"
 

@@ -17,16 +17,16 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import Response
 
-from modelgate.answers import native_answers
-from modelgate.deps import json_response, read_body
+from modelgate.edge.deps import json_response, read_body
+from modelgate.edge.ids import new_id
+from modelgate.edge.worker_state import WorkerState
 from modelgate.errors import error_response
-from modelgate.ids import new_id
+from modelgate.inference.service import Prediction, elapsed_ms
+from modelgate.inference.validation import body_version
+from modelgate.observability.timefmt import iso_utc
+from modelgate.protocols.answers import native_answers
 from modelgate.protocols.base import Decoded, Protocol, Route
-from modelgate.ratelimit import BATCH_SCOPE, PREDICT_SCOPE
-from modelgate.service import Prediction, elapsed_ms
-from modelgate.timefmt import iso_utc
-from modelgate.validation import body_version
-from modelgate.worker_state import WorkerState
+from modelgate.shared.ratelimit import BATCH_SCOPE, PREDICT_SCOPE
 
 SINGLE = "single"
 BATCH = "batch"

@@ -29,22 +29,22 @@ import numpy as np
 from starlette.requests import Request
 from starlette.responses import Response
 
-from modelgate.deps import json_response, read_body
+from modelgate.edge.deps import json_response, read_body
+from modelgate.edge.ids import new_id
+from modelgate.edge.worker_state import WorkerState
 from modelgate.errors import ModelNotFound, error_response
-from modelgate.ids import new_id
-from modelgate.logging import request_id_var
-from modelgate.manifest import Task
-from modelgate.predlog import PredictionLog, Record
+from modelgate.inference.manifest import Task
+from modelgate.inference.repository import ModelRepository
+from modelgate.inference.runtime import LoadedModel
+from modelgate.inference.service import Prediction, elapsed_ms
+from modelgate.inference.validation import body_version, parse_json
+from modelgate.observability.logging import request_id_var
+from modelgate.observability.predlog import PredictionLog, Record
+from modelgate.observability.timefmt import iso_utc
 from modelgate.protocols.base import Decoded, Protocol, Route
 from modelgate.ranking.features import FeaturesUnavailable
 from modelgate.ranking.ranker import Assembled, Ranker, RankResult
-from modelgate.ratelimit import BATCH_SCOPE
-from modelgate.repository import ModelRepository
-from modelgate.runtime import LoadedModel
-from modelgate.service import Prediction, elapsed_ms
-from modelgate.timefmt import iso_utc
-from modelgate.validation import body_version, parse_json
-from modelgate.worker_state import WorkerState
+from modelgate.shared.ratelimit import BATCH_SCOPE
 
 
 @dataclass(frozen=True, slots=True)

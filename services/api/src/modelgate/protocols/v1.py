@@ -16,15 +16,15 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import Response
 
-from modelgate.deps import json_response, read_body
+from modelgate.edge.deps import json_response, read_body
+from modelgate.edge.worker_state import WorkerState
 from modelgate.errors import FieldError, InvalidInput, message_only_response
+from modelgate.inference.runtime import LoadedModel
+from modelgate.inference.service import Prediction
+from modelgate.inference.validation import parse_json
 from modelgate.protocols.base import Decoded, Protocol, Route
-from modelgate.ratelimit import BATCH_SCOPE
-from modelgate.runtime import LoadedModel
-from modelgate.service import Prediction
-from modelgate.tensors import output_specs, row_values
-from modelgate.validation import parse_json
-from modelgate.worker_state import WorkerState
+from modelgate.protocols.tensors import output_specs, row_values
+from modelgate.shared.ratelimit import BATCH_SCOPE
 
 SIGNATURE = "serving_default"
 

@@ -20,15 +20,15 @@ import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 
-from modelgate.deps import json_response, read_body
+from modelgate.edge.deps import json_response, read_body
+from modelgate.edge.worker_state import WorkerState
 from modelgate.errors import InvalidInput, MalformedRequest, message_only_response
+from modelgate.inference.runtime import LoadedModel
+from modelgate.inference.service import Prediction
+from modelgate.inference.validation import InputValidator, parse_json
 from modelgate.protocols.base import Decoded, Protocol, Route
-from modelgate.ratelimit import BATCH_SCOPE
-from modelgate.runtime import LoadedModel
-from modelgate.service import Prediction
-from modelgate.tensors import NUMPY_TYPES, input_spec, output_specs, output_tensors
-from modelgate.validation import InputValidator, parse_json
-from modelgate.worker_state import WorkerState
+from modelgate.protocols.tensors import NUMPY_TYPES, input_spec, output_specs, output_tensors
+from modelgate.shared.ratelimit import BATCH_SCOPE
 
 HEADER_LENGTH = "inference-header-content-length"
 _HEADER_LENGTH_VALUE = re.compile(r"[0-9]{1,12}")

@@ -42,9 +42,10 @@ def redis_url(args: argparse.Namespace) -> str:
     url = args.redis_url or settings.redis_url
     password_file = args.redis_password_file or settings.redis_password_file
     if not url:
-        from modelgate import stack  # the native stack's address and password file
+        from modelgate.stack import launch as stack  # the native stack's password file
+        from modelgate.stack.config import StackConfig
 
-        config = stack.StackConfig.from_env()
+        config = StackConfig.from_env()
         url = config.redis_url
         stack_password = config.dir / stack.REDIS_PASSWORD_FILE
         if password_file is None and stack_password.is_file():

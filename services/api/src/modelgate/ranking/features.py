@@ -23,11 +23,11 @@ from typing import Any
 import numpy as np
 import orjson
 
-from modelgate.breaker import CircuitBreaker, fast_fail_client
 from modelgate.errors import ModelGateError
 from modelgate.ranking import keys
 from modelgate.ranking.keys import Entity
-from modelgate.redisconn import REDIS_ERRORS, PipelinedRedis
+from modelgate.shared.breaker import CircuitBreaker, fast_fail_client
+from modelgate.shared.redisconn import REDIS_ERRORS, PipelinedRedis
 
 log = logging.getLogger("modelgate.ranking")
 

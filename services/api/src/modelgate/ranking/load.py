@@ -30,7 +30,7 @@ import numpy as np
 import orjson
 import redis
 
-from modelgate.manifest import FEATURE_NAME
+from modelgate.inference.manifest import FEATURE_NAME
 from modelgate.ranking import keys
 from modelgate.ranking.keys import Entity
 

@@ -22,11 +22,11 @@ from typing import Any
 import numpy as np
 
 from modelgate.errors import FieldError, InvalidInput
-from modelgate.manifest import Manifest, RankingSpec, Task
+from modelgate.inference.manifest import Manifest, RankingSpec, Task
+from modelgate.inference.runtime import LoadedModel
 from modelgate.ranking.features import FeatureStore, FeaturesUnavailable
 from modelgate.ranking.request import RankRequest, RankRequestParser
 from modelgate.ranking.rows import ColumnsMissing, RowAssembler
-from modelgate.runtime import LoadedModel
 from modelgate.settings import Settings
 
 # Compiled plans kept per manifest; a worker serves a few versions at a time.

@@ -14,8 +14,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from modelgate.errors import FieldError, InvalidInput
-from modelgate.manifest import FeatureKind, FeatureSpec, RankingSpec
-from modelgate.validation import type_name
+from modelgate.inference.manifest import FeatureKind, FeatureSpec, RankingSpec
+from modelgate.inference.validation import type_name
 
 MAX_ID = 2**63 - 1  # ids are int64 everywhere they are stored or logged
 FIELDS = ("user_id", "item_ids", "context", "top_k", "model_version")

@@ -16,7 +16,7 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from modelgate.manifest import Encoding, FeatureKind, FeatureSpec, RankingSpec
+from modelgate.inference.manifest import Encoding, FeatureKind, FeatureSpec, RankingSpec
 
 
 class ColumnsMissing(ValueError):

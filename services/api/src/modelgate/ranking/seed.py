@@ -14,10 +14,10 @@ from pathlib import Path
 
 import redis
 
-from modelgate.manifest import Task, read_manifest
+from modelgate.inference.manifest import Task, read_manifest
+from modelgate.inference.repository import discover
 from modelgate.ranking import load
 from modelgate.ranking.keys import Entity
-from modelgate.repository import discover
 
 log = logging.getLogger("modelgate.ranking")
 

@@ -12,12 +12,12 @@ from typing import Any
 from fastapi import APIRouter, Depends, Request
 from starlette.responses import Response
 
-from modelgate.auth import require_admin
-from modelgate.control import FleetControl, Issued
-from modelgate.deps import ControlDep, json_response, read_body
+from modelgate.edge.auth import require_admin
+from modelgate.edge.deps import ControlDep, json_response, read_body
 from modelgate.errors import FieldError, InvalidInput
-from modelgate.repository import check_version
-from modelgate.validation import parse_json
+from modelgate.inference.repository import check_version
+from modelgate.inference.validation import parse_json
+from modelgate.shared.control import FleetControl, Issued
 
 router = APIRouter(prefix="/admin", tags=["admin"], dependencies=[Depends(require_admin)])
 

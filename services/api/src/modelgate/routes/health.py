@@ -13,7 +13,7 @@ from fastapi import APIRouter, Request
 from starlette.responses import Response
 
 from modelgate import __version__
-from modelgate.deps import (
+from modelgate.edge.deps import (
     ControlDep,
     LifecycleDep,
     RepositoryDep,
@@ -21,7 +21,7 @@ from modelgate.deps import (
     SettingsDep,
     json_response,
 )
-from modelgate.repository import version_order
+from modelgate.inference.repository import version_order
 
 router = APIRouter(tags=["health"])
 

@@ -7,9 +7,9 @@ from typing import Any
 from fastapi import APIRouter
 from starlette.responses import Response
 
-from modelgate.deps import ControlDep, RepositoryDep, SettingsDep, json_response
-from modelgate.repository import ModelEntry, version_order
-from modelgate.runtime import LoadedModel
+from modelgate.edge.deps import ControlDep, RepositoryDep, SettingsDep, json_response
+from modelgate.inference.repository import ModelEntry, version_order
+from modelgate.inference.runtime import LoadedModel
 
 router = APIRouter(tags=["models"])
 

@@ -16,10 +16,16 @@ from collections import deque
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
-from modelgate.deps import LifecycleDep, SettingsDep, json_response
+from modelgate.edge.deps import LifecycleDep, SettingsDep, json_response
 from modelgate.errors import error_response
-from modelgate.fleetstats import FleetStatsUnavailable, fleet_stats
-from modelgate.metrics import buckets_of, collect, exposition, histogram_quantile, sample_sum
+from modelgate.observability.fleetstats import FleetStatsUnavailable, fleet_stats
+from modelgate.observability.metrics import (
+    buckets_of,
+    collect,
+    exposition,
+    histogram_quantile,
+    sample_sum,
+)
 
 router = APIRouter(tags=["observability"])
 

@@ -11,10 +11,10 @@ from typing import Any
 from fastapi import APIRouter
 from starlette.responses import Response
 
-from modelgate.deps import RepositoryDep, json_response
-from modelgate.repository import ModelRepository, version_order
-from modelgate.runtime import LoadedModel
-from modelgate.tensors import output_specs
+from modelgate.edge.deps import RepositoryDep, json_response
+from modelgate.inference.repository import ModelRepository, version_order
+from modelgate.inference.runtime import LoadedModel
+from modelgate.protocols.tensors import output_specs
 
 DT_TYPES = {"FP32": "DT_FLOAT", "INT64": "DT_INT64"}
 _SIGNATURE = "serving_default"

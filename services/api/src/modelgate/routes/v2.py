@@ -14,8 +14,8 @@ from fastapi import APIRouter, Depends, Request
 from starlette.responses import Response
 
 from modelgate import __version__
-from modelgate.auth import require_admin
-from modelgate.deps import (
+from modelgate.edge.auth import require_admin
+from modelgate.edge.deps import (
     ControlDep,
     LifecycleDep,
     RepositoryDep,
@@ -23,15 +23,15 @@ from modelgate.deps import (
     read_body,
 )
 from modelgate.errors import InvalidInput, MalformedRequest, ModelNotFound
-from modelgate.repository import (
+from modelgate.inference.repository import (
     ModelRepository,
     check_name,
     check_version,
     discover,
     version_order,
 )
-from modelgate.tensors import input_spec, output_specs
-from modelgate.validation import parse_json
+from modelgate.inference.validation import parse_json
+from modelgate.protocols.tensors import input_spec, output_specs
 
 HEADER_LENGTH = "inference-header-content-length"
 _HEADER_LENGTH_VALUE = re.compile(r"[0-9]{1,12}")

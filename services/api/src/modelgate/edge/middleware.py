@@ -18,11 +18,11 @@ import time
 from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from modelgate.accesslog import AccessLog
+from modelgate.edge.accesslog import AccessLog
+from modelgate.edge.ids import new_id
 from modelgate.errors import internal_error_body
-from modelgate.ids import new_id
-from modelgate.logging import request_id_var
-from modelgate.metrics import Metrics
+from modelgate.observability.logging import request_id_var
+from modelgate.observability.metrics import Metrics
 from modelgate.protocols.handler import access_facts
 
 errors_log = logging.getLogger("modelgate.errors")

@@ -47,11 +47,11 @@ from dataclasses import dataclass, field
 from limits import RateLimitItem, parse_many
 from starlette.requests import Request
 
-from modelgate.auth import presented_key
-from modelgate.breaker import CircuitBreaker, fast_fail_client
-from modelgate.coalesce import PerTurn
-from modelgate.redisconn import REDIS_ERRORS, PipelinedRedis
+from modelgate.edge.auth import presented_key
 from modelgate.settings import RateLimitSettings
+from modelgate.shared.breaker import CircuitBreaker, fast_fail_client
+from modelgate.shared.coalesce import PerTurn
+from modelgate.shared.redisconn import REDIS_ERRORS, PipelinedRedis
 
 log = logging.getLogger("modelgate.ratelimit")
 

@@ -36,7 +36,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from torch import nn
 
-from modelgate.manifest import (
+from modelgate.inference.manifest import (
     MANIFEST_FILE,
     MODEL_NAME,
     BatchingOverride,
@@ -48,8 +48,8 @@ from modelgate.manifest import (
     Task,
     read_manifest,
 )
-from modelgate.repository import valid_name
-from modelgate.runtime import LoadedModel, load_model
+from modelgate.inference.repository import valid_name
+from modelgate.inference.runtime import LoadedModel, load_model
 
 # Where a checkpoint dict usually keeps its weights (the tutorials, Lightning, HF Trainer).
 STATE_DICT_KEYS = ("model_state_dict", "state_dict", "model")
@@ -447,7 +447,7 @@ def command(args: Any) -> int:
         sys.stderr.write(f"modelgate import: {exc}\n")
         return 1
     if args.register:
-        from modelgate.registry import MlflowRegistry, RegistryError
+        from modelgate.inference.registry import MlflowRegistry, RegistryError
 
         if not args.mlflow_tracking_uri:
             sys.stderr.write("modelgate import: --register needs --mlflow-tracking-uri\n")

@@ -38,14 +38,14 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from modelgate.errors import InvalidInput, ModelLoadError, ModelNotFound, ModelRefused
-from modelgate.repository import (
+from modelgate.inference.repository import (
     ModelRepository,
     check_name,
     check_version,
     valid_name,
     valid_version,
 )
-from modelgate.runtime import load_model
+from modelgate.inference.runtime import load_model
 
 log = logging.getLogger("modelgate.control")
 

@@ -26,9 +26,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from modelgate.archive import check_torchscript, verified_pt2
 from modelgate.errors import ModelLoadError
-from modelgate.manifest import Manifest, ModelFormat, Task
+from modelgate.inference.archive import check_torchscript, verified_pt2
+from modelgate.inference.manifest import Manifest, ModelFormat, Task
 
 log = logging.getLogger("modelgate.runtime")
 

@@ -8,10 +8,10 @@ from __future__ import annotations
 
 from starlette.requests import Request
 
-from modelgate.auth import check_client
+from modelgate.edge.auth import check_client
+from modelgate.edge.worker_state import WorkerState
 from modelgate.errors import RateLimited
-from modelgate.ratelimit import client_identity
-from modelgate.worker_state import WorkerState
+from modelgate.shared.ratelimit import client_identity
 
 RawHeaders = list[tuple[bytes, bytes]]
 

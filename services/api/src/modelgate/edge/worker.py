@@ -19,8 +19,8 @@ from gunicorn.arbiter import Arbiter  # type: ignore[import-untyped]  # no py.ty
 from uvicorn import Config, Server
 from uvicorn_worker import UvicornWorker  # type: ignore[import-untyped]  # no py.typed
 
-from modelgate.recycling import Siblings
-from modelgate.wire import HttpProtocol
+from modelgate.edge.recycling import Siblings
+from modelgate.edge.wire import HttpProtocol
 
 
 class RecyclingServer(Server):

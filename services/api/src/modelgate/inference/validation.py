@@ -24,8 +24,8 @@ import numpy as np
 import orjson
 
 from modelgate.errors import FieldError, InvalidInput, MalformedRequest
-from modelgate.manifest import DType, InputSpec, Manifest
-from modelgate.repository import check_version
+from modelgate.inference.manifest import DType, InputSpec, Manifest
+from modelgate.inference.repository import check_version
 
 
 def parse_json(body: bytes) -> Any:

@@ -15,13 +15,13 @@ from typing import TYPE_CHECKING
 from starlette.requests import HTTPConnection
 
 if TYPE_CHECKING:
-    from modelgate.control import FleetControl
-    from modelgate.metrics import Metrics
+    from modelgate.inference.repository import ModelRepository
+    from modelgate.inference.service import PredictionService
+    from modelgate.observability.metrics import Metrics
     from modelgate.ranking.ranker import Ranker
-    from modelgate.ratelimit import Quotas
-    from modelgate.repository import ModelRepository
-    from modelgate.service import PredictionService
     from modelgate.settings import Settings
+    from modelgate.shared.control import FleetControl
+    from modelgate.shared.ratelimit import Quotas
 
 _KEY = "worker"
 

@@ -19,9 +19,9 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
+from modelgate.edge.worker_state import worker_state
 from modelgate.errors import Forbidden, ModelGateError, Unauthorized
 from modelgate.settings import Settings
-from modelgate.worker_state import worker_state
 
 
 class AdminDisabled(ModelGateError):

@@ -33,9 +33,9 @@ from typing import Any, TypeVar
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from modelgate.errors import ModelLoadError
-from modelgate.manifest import MANIFEST_FILE, MODEL_NAME, Manifest, read_manifest
-from modelgate.repository import valid_name, valid_version
-from modelgate.runtime import load_model
+from modelgate.inference.manifest import MANIFEST_FILE, MODEL_NAME, Manifest, read_manifest
+from modelgate.inference.repository import valid_name, valid_version
+from modelgate.inference.runtime import load_model
 
 ARTIFACT_DIR = "modelgate"  # where a version's files live among its run's artifacts
 _REF = re.compile(

@@ -13,8 +13,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from modelgate.errors import FieldError, InvalidInput, ModelLoadError, ModelNotFound, ModelNotReady
-from modelgate.manifest import MODEL_NAME, VERSION, Manifest, read_manifest
-from modelgate.runtime import LoadedModel, load_model
+from modelgate.inference.manifest import MODEL_NAME, VERSION, Manifest, read_manifest
+from modelgate.inference.runtime import LoadedModel, load_model
 
 log = logging.getLogger("modelgate.repository")
 

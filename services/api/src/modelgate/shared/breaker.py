@@ -8,7 +8,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from modelgate.redisconn import PipelinedRedis
+from modelgate.shared.redisconn import PipelinedRedis
 
 
 @dataclass

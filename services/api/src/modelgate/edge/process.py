@@ -9,7 +9,7 @@ import gc
 import signal
 from types import FrameType
 
-from modelgate.worker_state import Lifecycle
+from modelgate.edge.worker_state import Lifecycle
 
 # Allocations between young-generation collections (CPython's default: 700); see settle_heap.
 YOUNG_GC_THRESHOLD = 5000

@@ -18,9 +18,9 @@ from typing import Any
 
 import orjson
 
-from modelgate.breaker import CircuitBreaker, fast_fail_client
-from modelgate.coalesce import NextTurn, PerTurn
-from modelgate.redisconn import REDIS_ERRORS, PipelinedRedis
+from modelgate.shared.breaker import CircuitBreaker, fast_fail_client
+from modelgate.shared.coalesce import NextTurn, PerTurn
+from modelgate.shared.redisconn import REDIS_ERRORS, PipelinedRedis
 
 log = logging.getLogger("modelgate.cache")
 

@@ -19,10 +19,10 @@ import logging
 import random
 from collections.abc import Callable
 
-from modelgate.control import FleetControl
 from modelgate.errors import ModelGateError
-from modelgate.registry import MlflowRegistry, ModelRef, RegistryError, pull
-from modelgate.repository import ModelRepository
+from modelgate.inference.registry import MlflowRegistry, ModelRef, RegistryError, pull
+from modelgate.inference.repository import ModelRepository
+from modelgate.shared.control import FleetControl
 
 log = logging.getLogger("modelgate.follow")
 

@@ -29,125 +29,20 @@ import threading
 import time
 import urllib.request
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from modelgate.infra import gateway_values, render_native_gateway
+from modelgate.stack.config import StackConfig
+from modelgate.stack.infra import gateway_values, render_native_gateway
 
 STATE_FILE = "stack.json"
 REDIS_PASSWORD_FILE = "redis.password"  # noqa: S105 - a file name; 0600, in the stack's dir
 REDIS_CONF_FILE = "redis.conf"  # holds requirepass, so the password is never in argv
 START_TIMEOUT_S = 120.0
 STOP_TIMEOUT_S = 30.0
-
-
-def checkout_root() -> Path:
-    """The repository checkout this package runs from (infra/ lives there)."""
-    return Path(__file__).resolve().parents[4]
-
-
-def _env_int(name: str, default: int) -> int:
-    return int(os.environ.get(name, default))
-
-
-def workers_per_replica(ports: str) -> int:
-    """The cores this process may use, shared among the replicas, at least one each.
-    Inference is CPU-bound: more workers than cores only adds switching (measured on
-    2 cores: 3 replicas x 1 worker serve ~15 % more than 3 x 2)."""
-    replicas = max(1, len([p for p in ports.split(",") if p.strip()]))
-    return max(1, len(os.sched_getaffinity(0)) // replicas)
-
-
-@dataclass
-class StackConfig:
-    """Ports and paths; every default can be overridden by a MODELGATE_STACK_* variable."""
-
-    dir: Path
-    infra: Path
-    model_repository: Path
-    host: str = "127.0.0.1"
-    gateway_port: int = 8080
-    gateway_status_port: int = 8089
-    replica_ports: list[int] = field(default_factory=lambda: [8001, 8002, 8003])
-    redis_port: int = 6390
-    prometheus_port: int = 9090
-    nginx_exporter_port: int = 9113
-    redis_exporter_port: int = 9121
-    # nginx sends one line per answer over UDP (syslog) to gateway_log_port; the
-    # gateway exporter (gatewaylog.py) serves the counts on gateway_log_exporter_port.
-    gateway_log_port: int = 5140
-    gateway_log_exporter_port: int = 3903
-    alertmanager_port: int = 9093
-    # Where Alertmanager sends alerts (a webhook); empty: nowhere (its API still has them).
-    alert_webhook_url: str = ""
-    # Empty: as infra/ says. Set (e.g. "1s", "0s") to see alerts within seconds in tests.
-    scrape_interval: str = ""
-    alert_for: str = ""
-    alert_group_wait: str = ""
-    workers: int = 2
-    # The gateway's coarse per-IP flood guard (compose sets the same defaults). A load
-    # test from one address past ~10k req/s needs it raised, or nginx answers 429.
-    gateway_req_per_ip: int = 10000
-    gateway_req_burst: int = 20000
-
-    @classmethod
-    def from_env(cls, args: argparse.Namespace | None = None) -> StackConfig:
-        root = checkout_root()
-        e = os.environ
-        ports = e.get("MODELGATE_STACK_REPLICA_PORTS", "8001,8002,8003")
-        repo = getattr(args, "model_repository", None) or e.get(
-            "MODELGATE_MODEL_REPOSITORY", str(root / "models")
-        )
-        return cls(
-            dir=Path(e.get("MODELGATE_STACK_DIR", str(root / ".stack"))).resolve(),
-            infra=Path(e.get("MODELGATE_STACK_INFRA", str(root / "infra"))).resolve(),
-            model_repository=Path(repo).resolve(),
-            gateway_port=_env_int("MODELGATE_STACK_GATEWAY_PORT", 8080),
-            gateway_status_port=_env_int("MODELGATE_STACK_GATEWAY_STATUS_PORT", 8089),
-            replica_ports=[int(p) for p in ports.split(",") if p.strip()],
-            redis_port=_env_int("MODELGATE_STACK_REDIS_PORT", 6390),
-            prometheus_port=_env_int("MODELGATE_STACK_PROMETHEUS_PORT", 9090),
-            nginx_exporter_port=_env_int("MODELGATE_STACK_NGINX_EXPORTER_PORT", 9113),
-            redis_exporter_port=_env_int("MODELGATE_STACK_REDIS_EXPORTER_PORT", 9121),
-            gateway_log_port=_env_int("MODELGATE_STACK_GATEWAY_LOG_PORT", 5140),
-            gateway_log_exporter_port=_env_int("MODELGATE_STACK_GATEWAY_LOG_EXPORTER_PORT", 3903),
-            alertmanager_port=_env_int("MODELGATE_STACK_ALERTMANAGER_PORT", 9093),
-            alert_webhook_url=e.get("MODELGATE_STACK_ALERT_WEBHOOK_URL", ""),
-            scrape_interval=e.get("MODELGATE_STACK_SCRAPE_INTERVAL", ""),
-            alert_for=e.get("MODELGATE_STACK_ALERT_FOR", ""),
-            alert_group_wait=e.get("MODELGATE_STACK_ALERT_GROUP_WAIT", ""),
-            workers=_env_int("MODELGATE_STACK_WORKERS", workers_per_replica(ports)),
-            gateway_req_per_ip=_env_int("MODELGATE_STACK_GATEWAY_REQ_PER_IP", 10000),
-            gateway_req_burst=_env_int("MODELGATE_STACK_GATEWAY_REQ_BURST", 20000),
-        )
-
-    def url(self, port: int) -> str:
-        return f"http://{self.host}:{port}"
-
-    @property
-    def gateway_url(self) -> str:
-        return self.url(self.gateway_port)
-
-    @property
-    def redis_url(self) -> str:
-        return f"redis://{self.host}:{self.redis_port}/0"
-
-    def all_ports(self) -> list[int]:
-        return [
-            self.redis_port,
-            *self.replica_ports,
-            self.gateway_port,
-            self.gateway_status_port,
-            self.prometheus_port,
-            self.nginx_exporter_port,
-            self.redis_exporter_port,
-            self.gateway_log_port,
-            self.gateway_log_exporter_port,
-            self.alertmanager_port,
-        ]
 
 
 # --- readiness probes -------------------------------------------------------------------
@@ -334,7 +229,7 @@ def probes(config: StackConfig) -> dict[str, tuple[Callable[[], bool], str]]:
 
 
 def _supervisor_answers(config: StackConfig) -> bool:
-    from modelgate.supervisor import supervisor_ok  # supervisor.py builds on this module
+    from modelgate.stack.supervisor import supervisor_ok  # supervisor.py builds on this module
 
     return supervisor_ok(config)
 
@@ -643,7 +538,7 @@ def up(config: StackConfig, detach: bool) -> int:
     except StackError as exc:
         sys.stderr.write(f"modelgate stack: {exc}\n")
         return 1
-    from modelgate import supervisor  # builds on this module
+    from modelgate.stack import supervisor  # builds on this module
 
     if detach:
         try:
@@ -706,7 +601,7 @@ def main(args: argparse.Namespace) -> int:
 
 def operate(config: StackConfig, args: argparse.Namespace) -> int:
     """restart / reload go to the stack's supervisor (supervisor.py); supervise is it."""
-    from modelgate import supervisor
+    from modelgate.stack import supervisor
 
     def say(message: str) -> None:
         print(message, flush=True)  # noqa: T201

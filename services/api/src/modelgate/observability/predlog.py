@@ -63,10 +63,10 @@ from typing import Any
 import numpy as np
 import orjson
 
-from modelgate.answers import native_answers
-from modelgate.coalesce import NextTurn
-from modelgate.manifest import Manifest
-from modelgate.timefmt import iso_utc
+from modelgate.inference.manifest import Manifest
+from modelgate.observability.timefmt import iso_utc
+from modelgate.protocols.answers import native_answers
+from modelgate.shared.coalesce import NextTurn
 
 log = logging.getLogger("modelgate.predlog")
 

@@ -41,9 +41,9 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from modelgate.stack import (
+from modelgate.stack.config import StackConfig
+from modelgate.stack.launch import (
     Running,
-    StackConfig,
     StackError,
     commands,
     launch,

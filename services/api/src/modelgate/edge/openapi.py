@@ -12,9 +12,9 @@ from typing import Any
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 
-from modelgate.manifest import VERSION, DType, Manifest
-from modelgate.repository import ModelRepository
-from modelgate.responses import add_responses
+from modelgate.edge.responses import add_responses
+from modelgate.inference.manifest import VERSION, DType, Manifest
+from modelgate.inference.repository import ModelRepository
 
 
 def _feature_schema(manifest: Manifest | None) -> dict[str, Any]:

@@ -11,13 +11,13 @@ from fastapi import Depends, Request
 from starlette.requests import ClientDisconnect
 from starlette.responses import Response
 
-from modelgate.control import FleetControl
+from modelgate.edge.worker_state import Lifecycle as Lifecycle
+from modelgate.edge.worker_state import worker_state
 from modelgate.errors import ModelGateError
-from modelgate.repository import ModelRepository
-from modelgate.service import PredictionService
+from modelgate.inference.repository import ModelRepository
+from modelgate.inference.service import PredictionService
 from modelgate.settings import Settings
-from modelgate.worker_state import Lifecycle as Lifecycle
-from modelgate.worker_state import worker_state
+from modelgate.shared.control import FleetControl
 
 
 # Async on purpose: FastAPI runs a plain ``def`` dependency in a thread pool, which costs

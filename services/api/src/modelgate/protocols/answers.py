@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from modelgate.manifest import Manifest, Task
+from modelgate.inference.manifest import Manifest, Task
 
 
 def native_answers(manifest: Manifest, out: np.ndarray) -> list[dict[str, Any]]:

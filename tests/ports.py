@@ -1,4 +1,5 @@
-"""Free loopback ports for servers started on 127.0.0.1 (the tests, the bench harness).
+"""Free loopback ports for servers started on 127.0.0.1 (the tests, the bench harness; not
+shipped with the package, which never picks its own ports).
 
 Binding port 0 returns a port from the kernel's ephemeral range — the range outgoing
 connections take their local ports from. A port chosen that way can be taken by any

@@ -21,17 +21,17 @@ from typing import Any
 
 import numpy as np
 
-from modelgate.batching import Batcher
-from modelgate.cache import NullCache, PredictionCache, cache_key
-from modelgate.logging import request_id_var
-from modelgate.manifest import Task
-from modelgate.metrics import Metrics
-from modelgate.predlog import PredictionLog, Record
-from modelgate.repository import ModelRepository
-from modelgate.runtime import LoadedModel
+from modelgate.inference.batching import Batcher
+from modelgate.inference.manifest import Task
+from modelgate.inference.repository import ModelRepository
+from modelgate.inference.runtime import LoadedModel
+from modelgate.inference.validation import InputValidator
+from modelgate.observability.logging import request_id_var
+from modelgate.observability.metrics import Metrics
+from modelgate.observability.predlog import PredictionLog, Record
+from modelgate.protocols.tensors import output_specs
 from modelgate.settings import BatchingSettings
-from modelgate.tensors import output_specs
-from modelgate.validation import InputValidator
+from modelgate.shared.cache import NullCache, PredictionCache, cache_key
 
 
 @dataclass

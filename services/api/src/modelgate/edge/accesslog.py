@@ -20,7 +20,7 @@ from typing import Any
 
 import orjson
 
-from modelgate.timefmt import iso_utc
+from modelgate.observability.timefmt import iso_utc
 
 LOGGER = "modelgate.access"
 PIPE_BUF = 4096

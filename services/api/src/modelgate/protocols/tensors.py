@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from modelgate.manifest import Manifest, Task
+from modelgate.inference.manifest import Manifest, Task
 
 INPUT_NAME = "input"
 
