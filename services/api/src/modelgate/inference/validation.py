@@ -376,6 +376,21 @@ class InputValidator:
             return None
         return values.astype(np.float32) if self.valid(values) else None
 
+    def flat_rows(self, flat: list[float], n_rows: int) -> np.ndarray | None:
+        """``n_rows`` rows given as one flat list of floats (a V2 tensor's ``data``, as
+        msgspec decoded it) → (n_rows, n_features) float32, or None if any value fails the
+        fast check; the caller's general path then names what is wrong."""
+        width = len(self.specs)
+        if len(flat) != n_rows * width:
+            return None
+        if len(flat) <= _PYTHON_CHECK_MAX:
+            rows = (flat[i : i + width] for i in range(0, len(flat), width))
+            if not all(map(self._row_valid, rows)):
+                return None
+            return np.array(flat, dtype=np.float32).reshape(n_rows, width)
+        values = np.array(flat, dtype=np.float64).reshape(n_rows, width)
+        return values.astype(np.float32) if self._all_valid(values) else None
+
     def valid(self, values: np.ndarray) -> bool:
         """The fast check, shared by every protocol's rows: every value of an (n,
         n_features) float64 matrix finite, within its bounds, whole for integer inputs, 0 or

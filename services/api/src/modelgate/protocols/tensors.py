@@ -16,6 +16,7 @@ API's rules, so every protocol answers exactly what the native API answers.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cache
 from typing import Any
 
 import numpy as np
@@ -47,15 +48,28 @@ NUMPY_TYPES: dict[str, np.dtype[Any]] = {
 
 
 def input_spec(manifest: Manifest) -> TensorSpec:
-    return TensorSpec(INPUT_NAME, "FP32", [-1, len(manifest.inputs)])
+    return _input_spec(len(manifest.inputs))
 
 
 def output_specs(manifest: Manifest) -> list[TensorSpec]:
-    if manifest.task is Task.REGRESSION:
+    """The model's output tensors, in order. Shared and read-only: every request of a V2
+    or V1 route asks, so each shape is built once (``cache``), not per request."""
+    fixed = manifest.task in (Task.REGRESSION, Task.BINARY)
+    n_classes = 0 if fixed else len(manifest.outputs.classes)
+    return _output_specs(manifest.task, n_classes)
+
+
+@cache
+def _input_spec(n_features: int) -> TensorSpec:
+    return TensorSpec(INPUT_NAME, "FP32", [-1, n_features])
+
+
+@cache
+def _output_specs(task: Task, n_classes: int) -> list[TensorSpec]:
+    if task is Task.REGRESSION:
         return [TensorSpec("prediction", "FP32", [-1])]
-    if manifest.task is Task.BINARY:
+    if task is Task.BINARY:
         return [TensorSpec("probability", "FP32", [-1]), TensorSpec("prediction", "INT64", [-1])]
-    n_classes = len(manifest.outputs.classes)
     return [
         TensorSpec("probabilities", "FP32", [-1, n_classes]),
         TensorSpec("prediction", "INT64", [-1]),
