@@ -33,6 +33,9 @@ def limit_env(
         "MODELGATE_RATE_LIMIT__ENABLED": "true",
         "MODELGATE_RATE_LIMIT__PREDICT": predict,
         "MODELGATE_RATE_LIMIT__BATCH": batch,
+        # Exact counts need every check to reach Redis (see SLOW_MACHINE_MS); a stopped
+        # Redis still refuses connections at once, so the fallback test is not slowed.
+        "MODELGATE_RATE_LIMIT__TIMEOUT_MS": str(SLOW_MACHINE_MS),
     }
 
 
