@@ -1,8 +1,10 @@
 """All configuration, read once from the environment (prefix ``MODELGATE_``).
 
 Nested groups use ``__`` as the delimiter, e.g. ``MODELGATE_BATCHING__MAX_BATCH_SIZE=32``.
-The settings object is built once per process and passed to ``create_app``; nothing
-else in the package reads the environment.
+The settings object is built once per process and passed to ``create_app``. The other
+settings classes are ``ProcessSettings`` below (gunicorn) and ``stack.config.StackConfig``
+(the native stack, ``MODELGATE_STACK_*``); the command line (``cli.py``) only reads the
+defaults of its own flags and passes the environment on to the processes it starts.
 """
 
 from __future__ import annotations
