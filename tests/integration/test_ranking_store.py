@@ -264,15 +264,25 @@ def test_nothing_loaded_or_no_redis_is_a_503(demo: Demo) -> None:
 def test_the_shipped_feature_files_load_at_stack_start(
     demo_models: Path, redis_server: RedisServer, tmp_path: Path
 ) -> None:
-    """What ``modelgate stack up`` does once Redis is ready (stack.load_ranking_features)."""
+    """What ``modelgate stack up`` does once Redis is ready (stack.load_ranking_features),
+    and compose's one-shot ``features`` service (``modelgate features load-shipped``)."""
     from modelgate.ranking import seed
 
     no_ranker = tmp_path / "models"
     shutil.copytree(demo_models / "iris", no_ranker / "iris")
-    assert seed.load_shipped(no_ranker, redis_server.url) == []
-    first = dict(seed.load_shipped(demo_models, redis_server.url))
+    with redis.Redis.from_url(redis_server.url) as client:
+        assert seed.load_shipped(client, no_ranker) == []
+        first = dict(seed.load_shipped(client, demo_models))
     assert set(first) == {f"{SET}/user", f"{SET}/item"}
     assert first[f"{SET}/user"].written == 2000 and first[f"{SET}/item"].written == 1000
-    again = dict(seed.load_shipped(demo_models, redis_server.url))
-    assert {r.written for r in again.values()} == {0}  # a restart writes nothing
-    assert {k: r.version for k, r in again.items()} == {k: r.version for k, r in first.items()}
+    again = cli("load-shipped", "--model-repository", str(demo_models),
+                "--redis-url", redis_server.url)  # fmt: skip
+    assert again.returncode == 0, again.stderr
+    # A restart writes nothing and keeps the versions.
+    assert again.stdout.splitlines() == [
+        f"{SET}/user: 2,000 rows, version {first[f'{SET}/user'].version}, 0 written",
+        f"{SET}/item: 1,000 rows, version {first[f'{SET}/item'].version}, 0 written",
+    ]
+    missing = cli("load-shipped", "--model-repository", str(tmp_path / "nowhere"),
+                  "--redis-url", redis_server.url)  # fmt: skip
+    assert missing.returncode == 2 and "no model repository" in missing.stderr
