@@ -58,9 +58,8 @@ os-deps:
 		prometheus-nginx-exporter prometheus-redis-exporter wrk \
 		prometheus-alertmanager amtool
 
-# The demo ranker goes to a repository of its own (scripts/build_ranker.py says why).
 models/.built: $(STAMP) scripts/build_models.py scripts/build_ranker.py
-	$(PY) scripts/build_models.py --out models --ranking-out models-ranking
+	$(PY) scripts/build_models.py --out models
 	touch $@
 
 models: models/.built
@@ -131,4 +130,4 @@ load: $(LOCUST_STAMP)
 
 clean:
 	-test -x $(MODELGATE) && $(MODELGATE) stack down
-	rm -rf models models-ranking .stack .pytest_cache .mypy_cache .ruff_cache
+	rm -rf models .stack .pytest_cache .mypy_cache .ruff_cache

@@ -1,6 +1,7 @@
 """Build the bench's `bench-mlp` model: 256 inputs → 1024 → 1024 → 1024 → 10 classes
 (softmax), random weights (a fixed seed), as a torch.export archive with its manifest,
-next to a copy of the demo `churn` model. Inference cost is the point, not accuracy."""
+next to copies of the demo `churn` and `feed` (S6) models. Inference cost is the point,
+not accuracy."""
 
 from __future__ import annotations
 
@@ -37,9 +38,10 @@ def main() -> None:
     args = parser.parse_args()
     out: Path = args.out
     out.mkdir(parents=True, exist_ok=True)
-    if (out / "churn").exists():
-        shutil.rmtree(out / "churn")
-    shutil.copytree(args.demo_models / "churn", out / "churn")
+    for name in ("churn", "feed"):  # feed: the demo ranker, for S6
+        if (out / name).exists():
+            shutil.rmtree(out / name)
+        shutil.copytree(args.demo_models / name, out / name)
     manifest = {
         "name": "bench-mlp",
         "version": "1",

@@ -69,6 +69,8 @@ def discover_models(environment: Environment, **_: Any) -> None:
         with urllib.request.urlopen(f"{host}/models/{name}", timeout=10) as answer:
             detail = json.load(answer)
         default = next(v for v in detail["versions"] if v["default"])
+        if default["task"] == "ranking":
+            continue  # a ranker answers /rank, not the prediction routes this load drives
         INPUTS[name] = default["inputs"]
         REPEATS[name] = [random_row(INPUTS[name], rng) for _ in range(REPEATS_PER_MODEL)]
 

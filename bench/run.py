@@ -6,8 +6,9 @@ Lua script in bench/lua/load.lua. Servers are pinned to core 1 and wrk to core 0
 scenario says so. Baseline and ceiling run in the same session and are measured in turn
 with the server they are compared with, for `--rounds` rounds (median round reported), so
 ratios compare like with like even as the machine's speed drifts (S4's baseline rounds
-bracket the stack's, see s4_s5). `--seconds 1 --warmup 0 --rounds 1` is the smoke mode
-the tests use.
+bracket the stack's, see s4_s5). S6 ranks 100 random items for a random user through the
+gateway, against a seed-shaped baseline on the same layout (s6). `--seconds 1 --warmup 0
+--rounds 1` is the smoke mode the tests use.
 """
 
 from __future__ import annotations
@@ -124,6 +125,7 @@ def wrk(
     pinned: bool = True,
     body_file: Path | None = None,
     header: str = "",
+    rank: str = "",
 ) -> tuple[dict[str, Any], str]:
     env = {
         **os.environ,
@@ -134,6 +136,7 @@ def wrk(
         "BENCH_REPEAT": str(repeat),
         "BENCH_RATE": str(rate),
         "BENCH_CONNECTIONS": str(connections),
+        "BENCH_RANK": rank,
     }
     argv = ["wrk", "-t1", f"-c{connections}", f"-d{max(1, round(seconds))}s", "-s", str(LUA), url]
     if pinned:
@@ -145,6 +148,8 @@ def wrk(
     shown = f"BENCH_PATH={path} BENCH_REPEAT={repeat}" + (f" BENCH_RATE={rate}" if rate else "")
     if body_file:
         shown += f" BENCH_BODY_FILE={body_file.name} BENCH_HEADER='{header}'"
+    if rank:
+        shown += f" BENCH_RANK={rank} BENCH_BODY='{body}'"
     # Paths relative to the repository: the command reads the same on any checkout.
     words = [str(LUA.relative_to(ROOT)) if w == str(LUA) else w for w in argv]
     return stats, f"{shown} {' '.join(words[3:] if pinned else words)}"
@@ -182,11 +187,20 @@ class Bench:
         self.results.insert(len(self.results) if at is None else at, chosen)
 
     def measure(
-        self, scenario: str, name: str, url: str, path: str, body: str, rows: int = 1, **kw: Any
+        self,
+        scenario: str,
+        name: str,
+        url: str,
+        path: str,
+        body: str,
+        rows: int = 1,
+        connections: int | None = None,
+        **kw: Any,
     ) -> Result:
+        conns = connections or self.connections
         if self.warmup:
-            wrk(url, path, body, self.warmup, self.connections, **kw)
-        stats, command = wrk(url, path, body, self.seconds, self.connections, **kw)
+            wrk(url, path, body, self.warmup, conns, **kw)
+        stats, command = wrk(url, path, body, self.seconds, conns, **kw)
         result = Result(
             scenario,
             name,
@@ -480,10 +494,22 @@ STACK_SETTINGS = {
     "MODELGATE_STACK_GATEWAY_REQ_PER_IP": "1000000",
     "MODELGATE_STACK_GATEWAY_REQ_BURST": "1000000",
 }
+# S6: the ranker alone; a rank request is charged to the batch quota.
+RANKING_SETTINGS = {
+    **STACK_SETTINGS,
+    "MODELGATE_MODELS": '["feed"]',
+    "MODELGATE_RATE_LIMIT__BATCH": "100000000/minute",
+}
+
+
+@dataclass(frozen=True)
+class NativeStack:
+    gateway: str
+    redis_url: str  # with the stack's password
 
 
 @contextmanager
-def native_stack(b: Bench) -> Iterator[str]:
+def native_stack(b: Bench, settings: dict[str, str] = STACK_SETTINGS) -> Iterator[NativeStack]:
     d = BENCH / "out" / "stack"
     shutil.rmtree(d, ignore_errors=True)
     ports = {k: free_port() for k in ("gw", "st", "r", "p", "ne", "re")}
@@ -500,7 +526,7 @@ def native_stack(b: Bench) -> Iterator[str]:
         "MODELGATE_STACK_GATEWAY_LOG_PORT": str(free_port()),
         "MODELGATE_STACK_GATEWAY_LOG_EXPORTER_PORT": str(free_port()),
         "MODELGATE_STACK_ALERTMANAGER_PORT": str(free_port()),
-        **STACK_SETTINGS,
+        **settings,
     }
     cli = [str(VENV_BIN / "modelgate"), "stack"]
     subprocess.run(
@@ -509,8 +535,14 @@ def native_stack(b: Bench) -> Iterator[str]:
         check=True,
         capture_output=True,
     )
+    from modelgate.settings import Settings
+    from modelgate.stack.launch import REDIS_PASSWORD_FILE
+
+    redis_url = Settings(
+        redis_url=f"redis://127.0.0.1:{ports['r']}/0", redis_password_file=d / REDIS_PASSWORD_FILE
+    ).redis_connection_url
     try:
-        yield f"http://127.0.0.1:{ports['gw']}"
+        yield NativeStack(f"http://127.0.0.1:{ports['gw']}", redis_url)
     finally:
         subprocess.run([*cli, "down"], env=env, check=True, capture_output=True)
 
@@ -533,7 +565,8 @@ def s4_s5(b: Bench, expected: dict[str, Any]) -> None:
 
     baseline_rounds(b.rounds - b.rounds // 2)
     first = len(b.results)
-    with native_stack(b) as url:
+    with native_stack(b) as stack:
+        url = stack.gateway
         check(url, path, body, expected["churn"], "modelgate stack")
         b.compare(
             [
@@ -545,6 +578,143 @@ def s4_s5(b: Bench, expected: dict[str, Any]) -> None:
         b.compare([s5], by="p99_ms")
     baseline_rounds(b.rounds // 2)
     b.record(baseline, at=first)
+
+
+S6_ITEMS = 100
+# Fewer than the other scenarios' 64: a rank request is ~100 predictions' work, and 16
+# in flight already keep both stacks busy (the baseline's requests would otherwise sit
+# queued for seconds, and its p50 would measure the queue).
+S6_CONNECTIONS = 16
+S6_RATE = 150.0  # offered req/s for "more than 100 req/s at p99 under 100 ms"
+S6_CONTEXT = {"hour_of_day": 20, "day_of_week": 5, "device": "mobile"}
+S6_BASELINE = "baseline (FastAPI, HGETALL per entity, eager torch)"
+
+
+def rank_body() -> str:
+    """The rank request's fixed fields; load.lua puts a random user and items at {RANK}."""
+    return "{{RANK}, " + json.dumps({"context": S6_CONTEXT})[1:]
+
+
+def expected_ranking(version_dir: Path, user: int, items: list[int]) -> list[tuple[int, float]]:
+    """The demo ranker's answer, run here with torch on rows built from its CSV files."""
+    import numpy as np
+    import torch
+
+    manifest = json.loads((version_dir / "model.json").read_text())
+    table = {
+        e: np.loadtxt(version_dir / "features" / f"{e}.csv", delimiter=",", skiprows=1)[:, 1:]
+        for e in ("user", "item")
+    }
+    devices = next(f["values"] for f in manifest["ranking"]["context"] if f["name"] == "device")
+    context = [S6_CONTEXT["hour_of_day"], S6_CONTEXT["day_of_week"]]
+    context += [float(d == S6_CONTEXT["device"]) for d in devices]
+    rows = np.array([[*table["user"][user], *table["item"][i], *context] for i in items])
+    program = torch.export.load(str(version_dir / manifest["file"])).module()
+    with torch.no_grad():
+        scores = program(torch.tensor(rows, dtype=torch.float32)).reshape(-1).tolist()
+    return sorted(zip(items, scores, strict=True), key=lambda p: -p[1])
+
+
+def check_rank(url: str, want: list[tuple[int, float]], user: int, server_name: str) -> None:
+    body = {"user_id": user, "item_ids": [i for i, _ in sorted(want)], "context": S6_CONTEXT}
+    status, answer = http(url + "/rank", json.dumps(body).encode())
+    got = [(p["item_id"], p["score"]) for p in (answer or {}).get("predictions", [])]
+    if status != 200 or len(got) != len(want):
+        raise RuntimeError(f"{server_name}: status {status}, {len(got)} items ranked")
+    for (gi, gs), (wi, ws) in zip(got, want, strict=True):
+        if abs(gs - ws) > 1e-4 or (gi != wi and abs(gs - ws) > 1e-6):
+            raise RuntimeError(f"{server_name}: ({gi}, {gs}) where ({wi}, {ws}) was expected")
+
+
+HASH_PREFIX = "bench:feat"
+
+
+def write_hashes(client: Any, version_dir: Path) -> None:
+    """The ranker's shipped feature files as the baseline reads them: one hash per id,
+    ``{HASH_PREFIX}:{entity}:{id}`` → ``{feature: value}``."""
+    import csv
+
+    for entity in ("user", "item"):
+        with (version_dir / "features" / f"{entity}.csv").open() as f:
+            rows = list(csv.DictReader(f))
+        pipe = client.pipeline(transaction=False)
+        for row in rows:
+            pipe.hset(f"{HASH_PREFIX}:{entity}:{row.pop(f'{entity}_id')}", mapping=row)
+        pipe.execute()
+
+
+@contextmanager
+def ranking_baseline_stack(model_dir: Path, redis_url: str) -> Iterator[str]:
+    """The seed-shaped baseline (bench/servers/ranking_baseline.py) on the stack's layout:
+    three gunicorn replicas with uvicorn workers, as many as the stack's, behind nginx
+    rendered from the stack's own template, reading the stack's Redis (as hashes)."""
+    import redis
+
+    from modelgate.stack.config import StackConfig
+    from modelgate.stack.launch import render_gateway, which
+
+    with redis.Redis.from_url(redis_url) as client:
+        write_hashes(client, model_dir)
+    d = BENCH / "out" / "baseline-stack"
+    shutil.rmtree(d, ignore_errors=True)
+    (d / "logs").mkdir(parents=True)
+    replicas = [free_port() for _ in range(3)]
+    config = StackConfig(
+        dir=d,
+        infra=ROOT / "infra",
+        model_repository=model_dir,
+        gateway_port=free_port(),
+        gateway_status_port=free_port(),
+        replica_ports=replicas,
+        gateway_log_port=free_port(),  # nobody listens: UDP, nginx doesn't mind
+        gateway_req_per_ip=int(STACK_SETTINGS["MODELGATE_STACK_GATEWAY_REQ_PER_IP"]),
+        gateway_req_burst=int(STACK_SETTINGS["MODELGATE_STACK_GATEWAY_REQ_BURST"]),
+    )
+    workers = config.workers  # the cores shared among the replicas, as the stack does
+    env = {
+        "PYTHONPATH": str(ROOT),
+        "BENCH_MODEL_DIR": str(model_dir),
+        "BENCH_REDIS_URL": redis_url,
+        "BENCH_HASH_PREFIX": HASH_PREFIX,
+    }
+    with ExitStack() as up:
+        for port in replicas:
+            argv = [str(VENV_BIN / "gunicorn"), "-k", "uvicorn.workers.UvicornWorker",
+                    "-w", str(workers), "--bind", f"127.0.0.1:{port}",
+                    "bench.servers.ranking_baseline:app"]  # fmt: skip
+            up.enter_context(server(argv, f"http://127.0.0.1:{port}/ready", env, None))
+        nginx = [which("nginx"), "-c", str(render_gateway(config, d / "nginx"))]
+        up.enter_context(server([*nginx, "-e", str(d / "logs" / "error.log")],
+                                f"{config.gateway_url}/ready", {}, None))  # fmt: skip
+        yield config.gateway_url
+
+
+def s6(b: Bench, expected: dict[str, Any]) -> None:
+    """Ranking through the gateway: 100 distinct random items of the demo set for a random
+    user per request, the stack against the baseline stack, both up (on the one Redis)
+    and measured in turn; then the stack alone paced at S6_RATE for its latency."""
+    version_dir = b.models / "feed" / "1"
+    users, items = (
+        len((version_dir / "features" / f"{e}.csv").read_text().splitlines()) - 1
+        for e in ("user", "item")
+    )
+    rank = f"{users},{items},{S6_ITEMS}"
+    body = rank_body()
+    measure = partial(b.measure, pinned=False, rank=rank, connections=S6_CONNECTIONS)
+    want = expected_ranking(version_dir, 7, list(range(0, items, items // S6_ITEMS)))
+    with native_stack(b, RANKING_SETTINGS) as stack:
+        check_rank(stack.gateway, want, 7, "modelgate stack")
+        with ranking_baseline_stack(version_dir, stack.redis_url) as base:
+            check_rank(base, want, 7, "baseline stack")
+            b.compare(
+                [
+                    partial(measure, "S6", S6_BASELINE, base, "/rank", body),
+                    partial(measure, "S6", "stack (100 items)", stack.gateway, "/rank", body),
+                ]
+            )
+        paced = f"stack at {S6_RATE:g} req/s offered"
+        b.compare([partial(measure, "S6", paced, stack.gateway, "/rank", body, rate=S6_RATE)],
+                  by="p99_ms")  # fmt: skip
 
 
 # --- report ---------------------------------------------------------------------------------
@@ -577,6 +747,8 @@ def targets(results: list[Result]) -> list[tuple[str, str, bool | None]]:
     s4_errors = sum(r.non_2xx for r in results if r.scenario == "S4")
     s5 = find(results, "S5", "stack")
     v2_native = ratio(find(results, "S1", V2_SAME_ROW), s1)
+    s6, base6 = find(results, "S6", "stack (100"), find(results, "S6", "baseline")
+    s6r, s6_paced = ratio(s6, base6), find(results, "S6", "stack at")
     single_batch = ratio(find(results, "S2", SINGLE_SAME_ROW), find(results, "S2", BATCH_SAME_ROW))
     rows = [
         ("S1 ≥ 3× baseline req/s", f(s1r), s1r is not None and s1r >= 3),
@@ -609,6 +781,17 @@ def targets(results: list[Result]) -> list[tuple[str, str, bool | None]]:
             "S5 p99 ≤ 10 ms at 1,000 req/s",
             f(s5.p99_ms if s5 else None, "{:.2f} ms"),
             bool(s5 and s5.p99_ms <= 10),
+        ),
+        ("S6 ≥ 5× baseline req/s (100 items a request)", f(s6r), s6r is not None and s6r >= 5),
+        (
+            "S6 p99 ≤ baseline p50",
+            f"{s6.p99_ms:.1f} ms vs {base6.p50_ms:.1f} ms" if s6 and base6 else "n/a",
+            bool(s6 and base6 and s6.p99_ms <= base6.p50_ms),
+        ),
+        (
+            f"S6 > 100 req/s at p99 < 100 ms (offered {S6_RATE:g} req/s)",
+            f"{s6_paced.rps:.0f} req/s, p99 {s6_paced.p99_ms:.1f} ms" if s6_paced else "n/a",
+            bool(s6_paced and s6_paced.rps > 100 and s6_paced.p99_ms < 100),
         ),
     ]
     return rows
@@ -645,8 +828,9 @@ def report(b: Bench, argv: list[str]) -> str:
         f"Machine: {m['cores']} cores, {m['cpu']}, Linux {m['kernel']}; Python {m['python']}, "
         f"torch {m['torch']}, {m['wrk']}.",
         f"Load: wrk, 1 thread, {b.connections} connections, {b.seconds:g} s per point after "
-        f"{b.warmup:g} s of warm-up, script `bench/lua/load.lua`. Pinned scenarios (S1–S3): "
-        f"server on core {SERVER_CPU}, wrk on core {LOAD_CPU}. S4/S5 unpinned.",
+        f"{b.warmup:g} s of warm-up (S6: {S6_CONNECTIONS} connections), script "
+        f"`bench/lua/load.lua`. Pinned scenarios (S1–S3): "
+        f"server on core {SERVER_CPU}, wrk on core {LOAD_CPU}. S4–S6 unpinned.",
         f"Rounds: the servers of a scenario are up together and measured in turn, "
         f"{b.rounds} round(s); each row is that server's median round (by req/s; by p99 for "
         f"S5), and the last column lists every round's value.",
@@ -678,6 +862,7 @@ def report(b: Bench, argv: list[str]) -> str:
         ("S4 stack 0% / baseline", ("S4", "stack, 0%", "baseline")),
         ("S4 stack 50% / baseline", ("S4", "stack, 50%", "baseline")),
         ("S4 stack 100% / baseline", ("S4", "stack, 100%", "baseline")),
+        ("S6 stack / baseline (100 items a request)", ("S6", "stack (100", "baseline")),
     ):
         r = ratio(find(b.results, pair[0], pair[1]), find(b.results, pair[0], pair[2]))
         lines.append(f"| {label} | {r:.2f}× |" if r is not None else f"| {label} | n/a |")
@@ -689,10 +874,18 @@ def report(b: Bench, argv: list[str]) -> str:
     if any(r.scenario == "S4" for r in b.results):
         settings = " ".join(f"{k}='{v}'" for k, v in STACK_SETTINGS.items())
         lines.append(f"- S4/S5 stack: `{settings} modelgate stack up --detach`")
+    if any(r.scenario == "S6" for r in b.results):
+        settings = " ".join(f"{k}='{v}'" for k, v in RANKING_SETTINGS.items())
+        lines.append(f"- S6 stack: `{settings} modelgate stack up --detach`")
+        lines.append(
+            "- S6 baseline: 3 × `gunicorn -k uvicorn.workers.UvicornWorker "
+            "bench.servers.ranking_baseline:app` behind the stack's nginx template, "
+            "on the stack's Redis (features as hashes)"
+        )
     return "\n".join(lines) + "\n"
 
 
-SCENARIOS = {"S1": s1_s2, "S3": s3, "S4": s4_s5}
+SCENARIOS = {"S1": s1_s2, "S3": s3, "S4": s4_s5, "S6": s6}
 
 
 def main() -> int:
@@ -701,7 +894,7 @@ def main() -> int:
     parser.add_argument("--warmup", type=float, default=5)
     parser.add_argument("--connections", type=int, default=64)
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds per scenario")
-    parser.add_argument("--only", default="S1,S3,S4", help="S1 (with S2), S3, S4 (with S5)")
+    parser.add_argument("--only", default="S1,S3,S4,S6", help="S1 (with S2), S3, S4 (with S5), S6")
     parser.add_argument("--out", type=Path, default=BENCH)
     args = parser.parse_args()
     (BENCH / "out").mkdir(exist_ok=True)

@@ -6,8 +6,9 @@
   scaling (training mean/std) into the graph so serving can't drift from training.
 * ``iris`` — 4 features, 3 named classes, trained on the real Iris data (scikit-learn's
   bundled copy), exported with torch.export.
-* ``feed`` — the demo ranker, with its feature files (build_ranker.py), in a repository of
-  its own (``--ranking-out``) until the /rank route serves it.
+* ``feed`` — the demo ranker, task ``ranking``, with its feature files (build_ranker.py);
+  ``/rank`` answers with it. It never becomes the model ``/predict`` runs
+  (``ModelRepository.default_name`` skips rankers).
 
 Seeds, a single torch thread and deterministic algorithms make every run produce the same
 weights and byte-identical model files, so their sha256 is reproducible.
@@ -280,23 +281,24 @@ def build_iris(root: Path) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path("models"))
-    parser.add_argument("--ranking-out", type=Path, default=None, help="also build the ranker")
     args = parser.parse_args()
     torch.set_num_threads(1)
     torch.use_deterministic_algorithms(True)
     args.out.mkdir(parents=True, exist_ok=True)
     build_churn(args.out)
     build_iris(args.out)
+    from build_ranker import build_ranker  # this script's directory is on sys.path
+
+    build_ranker(args.out)
     for manifest in sorted(args.out.glob("*/*/model.json")):
         m = json.loads(manifest.read_text())
-        acc = m["metadata"]["training"]["heldout_accuracy"]
-        print(f"{m['name']} v{m['version']} ({m['format']}): held-out accuracy {acc}")  # noqa: T201
-    if args.ranking_out is not None:
-        from build_ranker import build_ranker  # this script's directory is on sys.path
-
-        t = build_ranker(args.ranking_out)["metadata"]["training"]
-        auc, base = t["heldout_auc"], t["baseline_popularity_auc"]
-        print(f"feed v1 (ranking): held-out AUC {auc}, popularity baseline {base}")  # noqa: T201
+        t = m["metadata"]["training"]
+        if "heldout_auc" in t:
+            base = t["baseline_popularity_auc"]
+            score = f"held-out AUC {t['heldout_auc']}, popularity baseline {base}"
+        else:
+            score = f"held-out accuracy {t['heldout_accuracy']}"
+        print(f"{m['name']} v{m['version']} ({m['format']}): {score}")  # noqa: T201
 
 
 if __name__ == "__main__":

@@ -13,9 +13,9 @@ it; its held-out AUC and a popularity-only baseline's go in the manifest. The us
 item feature tables are written as CSV next to the model (``features/``), the files
 ``modelgate features load`` takes.
 
-It goes to a repository of its own (``models-ranking/``) until a route serves rankers:
-in ``models/`` every replica would load it, every test replica would pay for that, and
-the predict routes would list a model they can't answer for.
+It goes to ``models/`` with the other demo models (build_models.py calls it), so the
+stack's ``/rank`` answers with it; the stack loads its feature files into Redis at start
+(ranking/seed.py).
 """
 
 from __future__ import annotations
@@ -245,7 +245,7 @@ def build_ranker(root: Path) -> dict[str, Any]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=Path, default=Path("models-ranking"))
+    parser.add_argument("--out", type=Path, default=Path("models"))
     args = parser.parse_args()
     torch.set_num_threads(1)
     torch.use_deterministic_algorithms(True)

@@ -39,21 +39,6 @@ def demo_models(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
-@pytest.fixture(scope="session")
-def demo_ranker(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The demo ranker's repository built by `make models`, or a fresh build."""
-    built = ROOT / "models-ranking"
-    if (ROOT / "models" / ".built").exists() and (built / "feed" / "1" / "model.json").exists():
-        return built
-    out = tmp_path_factory.mktemp("models-ranking")
-    subprocess.run(
-        [sys.executable, str(ROOT / "scripts" / "build_ranker.py"), "--out", str(out)],
-        check=True,
-        capture_output=True,
-    )
-    return out
-
-
 @pytest.fixture
 def model_copy(demo_models: Path, tmp_path: Path) -> Path:
     """A private copy of the demo repository that a test may damage."""

@@ -7,6 +7,9 @@
 --   BENCH_REPEAT     fraction (0..1) of requests sent with N=75000, i.e. a repeated input
 --   BENCH_RATE       if set: requests per second over all connections (paced, see README)
 --   BENCH_CONNECTIONS connections, to pace each one at BENCH_RATE / connections
+--   BENCH_RANK       if set, "USERS,ITEMS,N": each body is a rank request for a random user
+--                    in 0..USERS-1 and N distinct random items in 0..ITEMS-1, with
+--                    BENCH_BODY's other fields ("{RANK}" in it marks where they go)
 -- At the end it prints one JSON line: requests, seconds, non_2xx, latency percentiles (ms).
 local path = os.getenv("BENCH_PATH")
 local body = os.getenv("BENCH_BODY")
@@ -28,6 +31,22 @@ if extra and extra ~= "" then
   headers[name] = value
 end
 local templated = not body_file or body_file == ""
+local rank_users, rank_items, rank_n = string.match(os.getenv("BENCH_RANK") or "", "^(%d+),(%d+),(%d+)$")
+rank_users, rank_items, rank_n = tonumber(rank_users), tonumber(rank_items), tonumber(rank_n)
+local pool = {}
+for i = 1, (rank_items or 0) do pool[i] = i - 1 end
+
+-- A partial Fisher-Yates shuffle of the item pool: N distinct ids in random order.
+local function rank_fields()
+  local ids = {}
+  for k = 1, rank_n do
+    local j = math.random(k, rank_items)
+    pool[k], pool[j] = pool[j], pool[k]
+    ids[k] = pool[k]
+  end
+  return string.format('"user_id": %d, "item_ids": [%s]',
+    math.random(0, rank_users - 1), table.concat(ids, ","))
+end
 local repeated = templated and string.gsub(body, "{N}", "75000") or body
 
 function setup(thread)
@@ -40,6 +59,10 @@ function init(args)
 end
 
 function request()
+  if rank_users then
+    local fields = rank_fields()
+    return wrk.format("POST", path, headers, (string.gsub(body, "{RANK}", function() return fields end)))
+  end
   local b = repeated
   if templated and math.random() >= repeat_fraction then
     counter = counter + 1

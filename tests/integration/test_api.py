@@ -66,8 +66,8 @@ def test_health_reports_models_and_the_refused_version(client: httpx.Client) -> 
     assert body["model_loaded"] is True
     age = datetime.now(UTC) - datetime.fromisoformat(body["timestamp"])
     assert timedelta(0) <= age < timedelta(minutes=1)
-    assert body["models"] == {"churn": ["1", "2"], "iris": ["1"]}
-    assert body["models_loaded"] == 3
+    assert body["models"] == {"churn": ["1", "2"], "feed": ["1"], "iris": ["1"]}
+    assert body["models_loaded"] == 4
     assert body["default_model"] == "churn"
     assert body["default_model_version"] == "2"
     assert body["uptime_seconds"] > 0
@@ -87,7 +87,7 @@ def test_last_prediction_at_moves_after_a_prediction(client: httpx.Client) -> No
 def test_ready_lists_default_versions(client: httpx.Client) -> None:
     r = client.get("/ready")
     assert r.status_code == 200
-    assert r.json() == {"status": "ready", "models": {"churn": "2", "iris": "1"}}
+    assert r.json() == {"status": "ready", "models": {"churn": "2", "feed": "1", "iris": "1"}}
 
 
 def test_models_listing_shows_versions_and_defaults(client: httpx.Client) -> None:

@@ -44,12 +44,10 @@ class Served:
 
 
 @pytest.fixture(scope="module")
-def served(
-    demo_ranker: Path, demo_models: Path, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[Served]:
+def served(demo_models: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     """One replica (one worker) serving the demo ranker and one classifier, features loaded."""
     repo = tmp_path_factory.mktemp("rank") / "models"
-    shutil.copytree(demo_ranker / "feed", repo / "feed")
+    shutil.copytree(demo_models / "feed", repo / "feed")
     shutil.copytree(demo_models / "iris", repo / "iris")
     log_dir = tmp_path_factory.mktemp("predlog")
     server: RedisServer = start_redis()

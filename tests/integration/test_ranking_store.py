@@ -5,6 +5,7 @@ model run directly in torch on rows assembled here from the CSV files."""
 from __future__ import annotations
 
 import asyncio
+import shutil
 import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -62,10 +63,10 @@ def csv_values(path: Path) -> np.ndarray:
 
 
 @pytest.fixture(scope="module")
-def demo(demo_ranker: Path) -> Iterator[Demo]:
+def demo(demo_models: Path) -> Iterator[Demo]:
     server = start_redis()
     try:
-        version_dir = demo_ranker / "feed" / "1"
+        version_dir = demo_models / "feed" / "1"
         for entity in ("user", "item"):
             out = load_cli(server.url, entity, version_dir / "features" / f"{entity}.csv")
             assert "made current (was none)" in out
@@ -261,15 +262,27 @@ def test_nothing_loaded_or_no_redis_is_a_503(demo: Demo) -> None:
 
 
 def test_the_shipped_feature_files_load_at_stack_start(
-    demo_ranker: Path, demo_models: Path, redis_server: RedisServer
+    demo_models: Path, redis_server: RedisServer, tmp_path: Path
 ) -> None:
-    """What ``modelgate stack up`` does once Redis is ready (stack.load_ranking_features)."""
+    """What ``modelgate stack up`` does once Redis is ready (stack.load_ranking_features),
+    and compose's one-shot ``features`` service (``modelgate features load-shipped``)."""
     from modelgate.ranking import seed
 
-    assert seed.load_shipped(demo_models, redis_server.url) == []  # no rankers there
-    first = dict(seed.load_shipped(demo_ranker, redis_server.url))
+    no_ranker = tmp_path / "models"
+    shutil.copytree(demo_models / "iris", no_ranker / "iris")
+    with redis.Redis.from_url(redis_server.url) as client:
+        assert seed.load_shipped(client, no_ranker) == []
+        first = dict(seed.load_shipped(client, demo_models))
     assert set(first) == {f"{SET}/user", f"{SET}/item"}
     assert first[f"{SET}/user"].written == 2000 and first[f"{SET}/item"].written == 1000
-    again = dict(seed.load_shipped(demo_ranker, redis_server.url))
-    assert {r.written for r in again.values()} == {0}  # a restart writes nothing
-    assert {k: r.version for k, r in again.items()} == {k: r.version for k, r in first.items()}
+    again = cli("load-shipped", "--model-repository", str(demo_models),
+                "--redis-url", redis_server.url)  # fmt: skip
+    assert again.returncode == 0, again.stderr
+    # A restart writes nothing and keeps the versions.
+    assert again.stdout.splitlines() == [
+        f"{SET}/user: 2,000 rows, version {first[f'{SET}/user'].version}, 0 written",
+        f"{SET}/item: 1,000 rows, version {first[f'{SET}/item'].version}, 0 written",
+    ]
+    missing = cli("load-shipped", "--model-repository", str(tmp_path / "nowhere"),
+                  "--redis-url", redis_server.url)  # fmt: skip
+    assert missing.returncode == 2 and "no model repository" in missing.stderr

@@ -24,8 +24,9 @@ def test_every_scenario_runs_and_reports(tmp_path: Path) -> None:
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     results = json.loads((tmp_path / "results.json").read_text())
     seen = {(r["scenario"], r["server"].split(" ")[0]) for r in results}
-    assert {s for s, _ in seen} == {"S1", "S2", "S3", "S4", "S5"}
+    assert {s for s, _ in seen} == {"S1", "S2", "S3", "S4", "S5", "S6"}
     assert {("S1", "baseline"), ("S1", "modelgate"), ("S1", "ceiling"), ("S3", "torch")} <= seen
+    assert {("S6", "baseline"), ("S6", "stack")} <= seen  # both answered the same ranking
     for r in results:
         assert set(r) >= {"scenario", "server", "rps", "p50_ms", "p99_ms", "non_2xx"}
         assert r["rps"] > 0, r

@@ -19,6 +19,8 @@ pytestmark = pytest.mark.stack
 SINGLE = "/models/{name}/versions/{version}/predict"  # used by no other stack test
 BATCH = "/models/{name}/versions/{version}/predict/batch"
 BATCH_LIMIT = 60  # the stack fixture's MODELGATE_RATE_LIMIT__BATCH
+RANK = "/models/{name}/versions/{version}/rank"  # used by no other stack test
+RANKED = 5
 
 
 def query(stack: Stack, expr: str) -> list[dict[str, Any]]:
@@ -80,6 +82,19 @@ def test_every_panel_and_rule_has_data_and_the_counts_add_up(stack: Stack) -> No
         sent_batch = len(batch_codes)
     assert batch_codes.count(200) == BATCH_LIMIT and batch_codes.count(429) == 1
 
+    # The ranking row: the demo ranker, its features loaded by `stack up`; one item id
+    # the store doesn't know, so the default-feature ratio has both results to divide.
+    context = {"hour_of_day": 9, "day_of_week": 1, "device": "tablet"}
+    with stack.client("127.0.0.33") as c:
+        rank_codes = [
+            c.post(
+                "/models/feed/versions/1/rank",
+                json={"user_id": u, "item_ids": [u, u + 1, 10**9], "context": context},
+            ).status_code
+            for u in range(RANKED)
+        ]
+    assert rank_codes == [200] * RANKED
+
     # Prometheus has the exact totals once it has scraped all three replicas again.
     def total(handler: str, status: str = "") -> float | None:
         match = f'job="modelgate-api", handler="{handler}"' + (
@@ -89,6 +104,9 @@ def test_every_panel_and_rule_has_data_and_the_counts_add_up(stack: Stack) -> No
 
     wait_until(lambda: total(SINGLE) == sent_single, 60, "single-prediction count scraped")
     wait_until(lambda: total(BATCH) == sent_batch, 60, "batch count scraped")
+    wait_until(lambda: total(RANK, "2xx") == RANKED, 60, "rank count scraped")
+    items = scalar(stack, 'sum(modelgate_rank_items_sum{model="feed", version="1"})')
+    assert items is not None and items >= 3 * RANKED
     assert total(SINGLE, "2xx") == 30 and total(SINGLE, "4xx") == 7
     assert total(BATCH, "4xx") == 1
     served = query(stack, f'sum by (instance) (http_requests_total{{handler="{SINGLE}"}})')

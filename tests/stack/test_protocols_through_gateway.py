@@ -68,11 +68,23 @@ def test_v2_repository_load_is_fleet_wide_and_admin_only(stack: Stack) -> None:
 
 
 def test_rank_routes_through_the_gateway(stack: Stack) -> None:
-    """The stack serves no ranker (it lives in models-ranking/): the rank routes still
-    reach a replica through nginx and refuse in the native shape."""
-    body = {"user_id": 1, "item_ids": [1, 2]}
+    """The demo ranker answers /rank through nginx from the first request: `stack up`
+    loaded its shipped feature files into Redis before the replicas started."""
+    unknown = 10**9
+    context = {"hour_of_day": 20, "day_of_week": 5, "device": "mobile"}
+    body = {"user_id": 1, "item_ids": [1, 2, unknown], "context": context}
     r = httpx.post(f"{stack.gateway}/rank", json=body, headers={"X-Request-ID": "rank-via-nginx"})
-    assert r.status_code == 404 and r.json()["error"] == "model_not_found", r.text
-    assert r.json()["request_id"] == "rank-via-nginx" and stack.upstream_of("rank-via-nginx")
+    assert r.status_code == 200, r.text
+    answer = r.json()
+    assert (answer["model_name"], answer["request_id"]) == ("feed", "rank-via-nginx")
+    assert stack.upstream_of("rank-via-nginx")
+    # Known ids found in the store, the unknown one on its defaults.
+    assert answer["defaults_used"] == {"user": False, "items": [unknown]}
+    assert [p["rank"] for p in answer["predictions"]] == [1, 2, 3]
+    scores = [p["score"] for p in answer["predictions"]]
+    assert scores == sorted(scores, reverse=True)
     r = httpx.post(f"{stack.gateway}/models/churn/rank", json=body)
     assert r.status_code == 422 and r.json()["field"] == "model", r.text
+    # The ranker doesn't take /predict over: the default predictor is still churn.
+    r = httpx.post(f"{stack.gateway}/predict", json={"features": CHURN})
+    assert r.status_code == 200 and r.json()["model_name"] == "churn", r.text

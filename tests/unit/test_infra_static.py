@@ -26,7 +26,9 @@ from tests.conftest import ROOT
 COMPOSE_FILES = ("docker-compose.yml", "docker-compose.ops.yml", "docker-compose.models.yml")
 BASE = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
 SERVICES: dict[str, Any] = BASE["services"]
-LONG_RUNNING = sorted(set(SERVICES) - {"init"})
+# Run once and exit, before the services that wait for them to complete.
+ONE_SHOT = ("init", "features")
+LONG_RUNNING = sorted(set(SERVICES) - set(ONE_SHOT))
 REPLICAS = ("api-1", "api-2", "api-3")
 
 # The commands each base image has on its PATH, from the images' own Dockerfiles (no
@@ -187,7 +189,7 @@ def test_the_models_overlay_refuses_to_start_without_a_directory() -> None:
     models = yaml.safe_load((ROOT / "docker-compose.models.yml").read_text())
     with pytest.raises(Unset, match="MODELGATE_MODELS_DIR: set MODELGATE_MODELS_DIR"):
         interpolate(models, {})
-    assert set(models["services"]) == set(REPLICAS)
+    assert set(models["services"]) == {*REPLICAS, "features"}
 
 
 def test_every_compose_variable_is_documented_in_env_example() -> None:
@@ -229,7 +231,17 @@ def test_env_example_lists_every_replica_setting() -> None:
 
 def test_the_topology_is_there() -> None:
     assert set(SERVICES) == {
-        *("init", "gateway", "api-1", "api-2", "api-3", "redis", "prometheus", "grafana"),
+        *(
+            "init",
+            "features",
+            "gateway",
+            "api-1",
+            "api-2",
+            "api-3",
+            "redis",
+            "prometheus",
+            "grafana",
+        ),
         *("nginx-exporter", "redis-exporter", "gateway-log-exporter", "alertmanager"),
     }
 
@@ -378,6 +390,7 @@ def test_replicas_wait_for_init_and_redis_and_report_ready_after_model_load() ->
         assert api["depends_on"] == {
             "init": {"condition": "service_completed_successfully"},
             "redis": {"condition": "service_healthy"},
+            "features": {"condition": "service_completed_successfully"},
         }
         assert "/ready" in " ".join(api["healthcheck"]["test"])
         assert seconds(api["healthcheck"]["start_period"]) >= 30
@@ -388,7 +401,7 @@ def test_every_depends_on_waits_for_health_or_completion() -> None:
     for name, service in SERVICES.items():
         for dep, cond in service.get("depends_on", {}).items():
             assert dep in SERVICES, (name, dep)
-            wanted = "service_completed_successfully" if dep == "init" else "service_healthy"
+            wanted = "service_completed_successfully" if dep in ONE_SHOT else "service_healthy"
             assert cond == {"condition": wanted}, (name, dep)
 
 
@@ -417,6 +430,25 @@ def test_only_init_runs_as_root_and_it_has_no_network() -> None:
     init = SERVICES["init"]
     assert init["user"] == "0:0" and init["network_mode"] == "none"
     assert init["restart"] == "no" and "healthcheck" not in init
+
+
+def test_features_loads_the_shipped_files_of_the_replicas_models_once() -> None:
+    """The one-shot ``features`` runs what ``modelgate stack up`` runs, on the api image,
+    against the replicas' model repository and Redis; the models overlay mounts your
+    repository on it as on the replicas."""
+    features, api = SERVICES["features"], SERVICES["api-1"]
+    assert features["image"] == api["image"] and features["build"] == api["build"]
+    assert features["command"] == ["modelgate", "features", "load-shipped"]
+    for key in (
+        "MODELGATE_MODEL_REPOSITORY",
+        "MODELGATE_REDIS_URL",
+        "MODELGATE_REDIS_PASSWORD_FILE",
+    ):
+        assert features["environment"][key] == api["environment"][key], key
+    assert features["restart"] == "no" and features["healthcheck"] == {"disable": True}
+    assert features["depends_on"] == {"redis": {"condition": "service_healthy"}}
+    overlay = yaml.safe_load((ROOT / "docker-compose.models.yml").read_text())["services"]
+    assert overlay["features"]["volumes"] == overlay["api-1"]["volumes"]
 
 
 def strings(value: Any) -> list[str]:
@@ -481,7 +513,7 @@ def test_every_password_file_comes_from_the_init_volumes() -> None:
         if "grafana-secrets" in sources:
             assert name in {"init", "grafana"}, name
         if "redis-secrets" in sources:
-            assert name in {"init", "redis", "redis-exporter", *REPLICAS}, name
+            assert name in {"init", "features", "redis", "redis-exporter", *REPLICAS}, name
 
 
 def test_the_redis_exporter_reads_its_password_from_the_file() -> None:

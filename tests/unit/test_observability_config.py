@@ -167,7 +167,8 @@ def test_dashboard_covers_what_operators_watch() -> None:
         "p50_1m", "p95_1m", "p99_1m", "instance:modelgate_http_requests:rate1m",
         "errors_4xx", "errors_5xx", "cache_hit", "modelgate_batch_size_rows",
         "modelgate_inference_duration_seconds", "modelgate_rate_limited_requests_total",
-        'up{job="modelgate-api"}', "modelgate_model_info",
+        'up{job="modelgate-api"}', "modelgate_model_info", "modelgate_rank_items",
+        "modelgate_feature_lookups_total", "modelgate_feature_fetch_seconds", '.*/rank"',
     ):  # fmt: skip
         assert needed in exprs, needed
 

@@ -99,10 +99,10 @@ def test_other_tasks_take_no_ranking_section() -> None:
         Manifest.model_validate(manifest_dict(ranking=ranking_section()))
 
 
-def test_demo_ranker_manifest(demo_ranker: Any) -> None:
+def test_demo_ranker_manifest(demo_models: Any) -> None:
     from modelgate.inference.manifest import read_manifest
 
-    m = read_manifest(demo_ranker / "feed" / "1")
+    m = read_manifest(demo_models / "feed" / "1")
     assert m.task is Task.RANKING and m.ranking is not None
     assert len(m.inputs) == 13  # 4 user + 4 item + hour + day + 3 device columns
     training = m.metadata["training"]

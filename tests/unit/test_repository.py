@@ -7,6 +7,7 @@ import hashlib
 import io
 import json
 import pickle
+import shutil
 import zipfile
 from pathlib import Path
 
@@ -51,12 +52,20 @@ def loaded(repo: Path, **kwargs: object) -> ModelRepository:
 
 def test_demo_repository_loads_with_highest_version_as_default(demo_models: Path) -> None:
     r = loaded(demo_models)
-    assert sorted(r.models) == ["churn", "iris"]
+    assert sorted(r.models) == ["churn", "feed", "iris"]
     assert r.models["churn"].default_version == "2"
     assert sorted(r.models["churn"].versions) == ["1", "2"]
     assert r.ready() and not r.failures
     assert r.get().name == "churn"  # first model by name is the default model
     assert r.get("churn", "1").manifest.format.value == "torchscript"
+
+
+def test_a_ranker_is_never_the_default_predictor(demo_models: Path, tmp_path: Path) -> None:
+    """``feed`` sorts before ``iris``, but /predict must run a model that predicts."""
+    for name in ("feed", "iris"):
+        shutil.copytree(demo_models / name, tmp_path / name)
+    assert loaded(tmp_path).get().name == "iris"
+    assert loaded(tmp_path, default_model_name="feed").get().name == "feed"  # if asked
 
 
 def test_pinned_version_wins_over_highest(demo_models: Path) -> None:

@@ -40,10 +40,10 @@ def test_discovery_skips_odd_directories_and_symlinks_out(model_copy: Path, tmp_
     (model_copy / "Churn" / "1").mkdir(parents=True)
     (model_copy / "churn" / "5").symlink_to(outside / "iris" / "1")
     (model_copy / "evil").symlink_to(outside / "iris")
-    assert discover(model_copy) == {"churn": ["1", "2"], "iris": ["1"]}
+    assert discover(model_copy) == {"churn": ["1", "2"], "feed": ["1"], "iris": ["1"]}
     repo = ModelRepository(root=model_copy)
     repo.load_all()
-    assert sorted(repo.models) == ["churn", "iris"] and not repo.failures
+    assert sorted(repo.models) == ["churn", "feed", "iris"] and not repo.failures
 
 
 def entry(**over: Any) -> dict[bytes, bytes]:

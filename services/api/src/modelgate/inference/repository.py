@@ -13,7 +13,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from modelgate.errors import FieldError, InvalidInput, ModelLoadError, ModelNotFound, ModelNotReady
-from modelgate.inference.manifest import MODEL_NAME, VERSION, Manifest, read_manifest
+from modelgate.inference.manifest import MODEL_NAME, VERSION, Manifest, Task, read_manifest
 from modelgate.inference.runtime import LoadedModel, load_model
 
 log = logging.getLogger("modelgate.repository")
@@ -274,9 +274,13 @@ class ModelRepository:
 
     @property
     def default_name(self) -> str:
+        """The model ``/predict`` runs: the configured one, else the first by name that is
+        not a ranker (a ranker answers ``/rank`` only; protocols/ranking.py picks it)."""
         if self.default_model_name:
             return self.default_model_name
-        return next(iter(sorted(self._models)), "")
+        names = sorted(self._models)
+        predictors = (n for n in names if not _ranker(self._models[n]))
+        return next(predictors, next(iter(names), ""))
 
     def entry(self, name: str) -> ModelEntry:
         entry = self._models.get(name)
@@ -302,6 +306,10 @@ class ModelRepository:
         return bool(self.configured) and all(
             n in self._models and self._models[n].default is not None for n in self.configured
         )
+
+
+def _ranker(entry: ModelEntry) -> bool:
+    return any(m.manifest.task is Task.RANKING for m in entry.versions.values())
 
 
 def _highest(versions: dict[str, LoadedModel]) -> str | None:

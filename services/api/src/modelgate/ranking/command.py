@@ -1,4 +1,7 @@
-"""``modelgate features load|get``: flags → load.py, and the lines they print.
+"""``modelgate features load|get|load-shipped``: flags → load.py, and the lines they print.
+
+``load-shipped`` loads the feature files shipped with a repository's rankers, as
+``modelgate stack up`` does (seed.py): compose's one-shot ``features`` service runs it.
 
 Redis is the one named by ``--redis-url``, else ``MODELGATE_REDIS_URL`` (with
 ``MODELGATE_REDIS_PASSWORD_FILE``), else the native stack's (``make up``), with its
@@ -22,9 +25,16 @@ def arguments(parser: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(dest="action", required=True)
     ld = sub.add_parser("load", help="a CSV file → a new version of an entity's features")
     gt = sub.add_parser("get", help="the current features of some ids, as JSON lines")
+    sh = sub.add_parser(
+        "load-shipped", help="every ranker's shipped feature files (as `stack up` loads them)"
+    )
+    sh.add_argument(
+        "--model-repository", type=Path, default=None, help="default: MODELGATE_MODEL_REPOSITORY"
+    )
     for p in (ld, gt):
         p.add_argument("--feature-set", required=True, help="as the manifest's ranking names it")
         p.add_argument("--entity", required=True, choices=[e.value for e in Entity])
+    for p in (ld, gt, sh):
         p.add_argument(
             "--redis-url",
             default=None,
@@ -56,7 +66,6 @@ def redis_url(args: argparse.Namespace) -> str:
 def main(args: argparse.Namespace) -> int:
     import redis  # here, not at import: `modelgate --help` and `serve` don't need it
 
-    entity = Entity(args.entity)
     try:
         client = redis.Redis.from_url(redis_url(args), socket_timeout=30)
     except ValueError as exc:
@@ -64,6 +73,9 @@ def main(args: argparse.Namespace) -> int:
         return 2
     try:
         with client:
+            if args.action == "load-shipped":
+                return _load_shipped(client, args.model_repository)
+            entity = Entity(args.entity)
             if args.action == "load":
                 return _load(client, args.feature_set, entity, args.file)
             return _get(client, args.feature_set, entity, args.ids)
@@ -95,6 +107,26 @@ def _load(client: redis.Redis, feature_set: str, entity: Entity, path: Path) -> 
         f"{feature_set}/{entity.value}: {report.count:,} {entity.value}s, version "
         f"{report.version}: {state}, in {report.seconds:.2f} s\n"
     )
+    return 0
+
+
+def _load_shipped(client: redis.Redis, repository: Path | None) -> int:
+    from modelgate.ranking import load, seed
+    from modelgate.settings import Settings
+
+    root = repository or Settings().model_repository
+    if not root.is_dir():
+        sys.stderr.write(f"modelgate features load-shipped: no model repository at {root}\n")
+        return 2
+    try:
+        reports = seed.load_shipped(client, root)
+    except load.LoadError as exc:
+        sys.stderr.write(f"modelgate features load-shipped: {exc}\n")
+        return 2
+    for what, r in reports:
+        sys.stdout.write(f"{what}: {r.count:,} rows, version {r.version}, {r.written:,} written\n")
+    if not reports:
+        sys.stdout.write(f"no ranker in {root} ships feature files: nothing loaded\n")
     return 0
 
 

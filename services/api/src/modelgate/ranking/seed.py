@@ -42,11 +42,10 @@ def shipped(repository: Path) -> list[tuple[str, Entity, Path]]:
     return out
 
 
-def load_shipped(repository: Path, redis_url: str) -> list[tuple[str, load.LoadReport]]:
+def load_shipped(client: redis.Redis, repository: Path) -> list[tuple[str, load.LoadReport]]:
     """Load every shipped feature file; raises ``load.LoadError`` or ``redis.RedisError``."""
     reports = []
-    with redis.Redis.from_url(redis_url, socket_timeout=30) as client:
-        for feature_set, entity, path in shipped(repository):
-            report = load.load(client, feature_set, load.read_table(path, entity))
-            reports.append((f"{feature_set}/{entity.value}", report))
+    for feature_set, entity, path in shipped(repository):
+        report = load.load(client, feature_set, load.read_table(path, entity))
+        reports.append((f"{feature_set}/{entity.value}", report))
     return reports

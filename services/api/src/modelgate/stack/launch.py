@@ -473,7 +473,8 @@ def load_ranking_features(config: StackConfig) -> None:
         redis_url=config.redis_url, redis_password_file=config.dir / REDIS_PASSWORD_FILE
     ).redis_connection_url
     try:
-        reports = seed.load_shipped(config.model_repository, url)
+        with redis.Redis.from_url(url, socket_timeout=30) as client:
+            reports = seed.load_shipped(client, config.model_repository)
     except (load.LoadError, redis.RedisError) as exc:
         raise StackError(f"ranking features: {exc}") from None
     for what, r in reports:
