@@ -20,10 +20,11 @@ the served rows counted into the same bins, and the population stability index.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
+from prometheus_client.metrics_core import Metric
 
 from modelgate.manifest import FeatureReference, Manifest, Reference
 
@@ -90,6 +91,47 @@ def psi(reference: Sequence[float], counts: Sequence[float]) -> float | None:
         expected = max(ref, SHARE_FLOOR)
         score += (live - expected) * math.log(live / expected)
     return score
+
+
+# /stats's drift entry: model → version → input → PSI (rounded).
+Scores = dict[str, dict[str, dict[str, float]]]
+
+
+def nest(scores: Iterable[tuple[str, str, str, float]]) -> Scores:
+    """``(model, version, feature, psi)`` as /stats shows them."""
+    out: Scores = {}
+    for model, version, feature, score in sorted(scores):
+        out.setdefault(model, {}).setdefault(version, {})[feature] = round(score, 4)
+    return out
+
+
+def replica_scores(families: Iterable[Metric]) -> Scores:
+    """The PSI per input of the rows this replica served since it started (its metric
+    families as a scrape reads them), for ``/stats/replica``."""
+    counts: dict[tuple[str, str, str], dict[int, float]] = {}
+    shares: dict[tuple[str, str, str], dict[int, float]] = {}
+    for family in families:
+        for sample in family.samples:
+            into = (
+                counts
+                if sample.name == "modelgate_feature_bin_total"
+                else shares
+                if sample.name == "modelgate_feature_reference_share"
+                else None
+            )
+            if into is not None:
+                labels = sample.labels
+                key = (labels["model"], labels["version"], labels["feature"])
+                bins = into.setdefault(key, {})
+                bins[int(labels["bin"])] = bins.get(int(labels["bin"]), 0.0) + sample.value
+    scored = []
+    for key, reference in shares.items():
+        served = counts.get(key, {})
+        order = sorted(reference)
+        score = psi([reference[b] for b in order], [served.get(b, 0.0) for b in order])
+        if score is not None:
+            scored.append((*key, score))
+    return nest(scored)
 
 
 @dataclass(frozen=True)
