@@ -135,7 +135,8 @@ def test_a_replica_scores_its_own_counts() -> None:
     metrics.track_features("churn", "3", histogram.features)
     # Counters exist at 0 before any row (Prometheus's increase needs the start).
     text = generate_latest(metrics.registry).decode()
-    assert 'modelgate_feature_bin_total{bin="2",feature="age",model="churn",version="3"} 0.0' in text
+    series = 'modelgate_feature_bin_total{bin="2",feature="age",model="churn",version="3"}'
+    assert f"{series} 0.0" in text
     assert replica_scores(metrics.registry.collect()) == {}  # no rows: no score
     ages = np.array([[20.0], [40.0], [60.0], [60.0], [60.0]] * 40, dtype=np.float32)
     rows = np.concatenate([ages, np.zeros((200, 2), np.float32)], axis=1)
