@@ -140,8 +140,9 @@ def test_a_replica_scores_its_own_counts() -> None:
     assert replica_scores(metrics.registry.collect()) == {}  # no rows: no score
     ages = np.array([[20.0], [40.0], [60.0], [60.0], [60.0]] * 40, dtype=np.float32)
     rows = np.concatenate([ages, np.zeros((200, 2), np.float32)], axis=1)
-    metrics.count_features("churn", "3", histogram.count(rows[:100]))
-    metrics.count_features("churn", "3", histogram.count(rows[100:]))
+    metrics.count_features("churn", "3", histogram, rows[:100])
+    metrics.count_features("churn", "3", histogram, rows[100:])
+    assert replica_scores(metrics.registry.collect()) == {}  # counted at the flush
     metrics.flush()
     scores = replica_scores(metrics.registry.collect())
     # 40/40/120 rows: 20/20/60 % against 50/30/20 %.

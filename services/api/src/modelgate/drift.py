@@ -5,9 +5,10 @@ the served rows counted into the same bins, and the population stability index.
   continuous input (about ``BINS`` bins of equal training share), one bin per value for a
   bool or a code with few values. The manifest keeps the edges and the training share
   per bin (manifest.Reference).
-* On the hot path ``InputHistogram.count`` puts a batch of validated rows into those bins
-  for every referenced input at once: a few numpy calls per request, whatever its rows.
-  Metrics adds the counts to ``modelgate_feature_bin_total`` (metrics.py).
+* Served rows are kept by the worker's metrics (``Metrics.count_features``: one list
+  append per request) and, at each flush (every 5-100 ms), ``InputHistogram.count`` puts
+  all of a version's rows into those bins for every referenced input at once, in a few
+  numpy calls; the counts go to ``modelgate_feature_bin_total`` (metrics.py).
 * The score is the PSI of the served shares against the training shares,
   ``sum((live - ref) * ln(live / ref))`` over the bins, each share floored at
   ``SHARE_FLOOR`` so that an empty bin scores high instead of infinite. It is computed by
@@ -147,11 +148,11 @@ class InputHistogram:
 
     The bins of all referenced inputs are numbered one after the other (``features``, in
     input order), so one batch becomes one vector of counts. A value's bin is the number
-    of its input's edges at or below it. For a few rows (a single prediction: the common
-    case) that is one broadcast comparison over rows × inputs × edges padded with +inf,
-    ~12 µs for churn's 10 inputs on the bench machine where a searchsorted per input
-    costs ~55 µs; past ``BROADCAST_ROWS`` rows the comparisons cost more than the calls,
-    and each input gets its own searchsorted (1000 rows: ~0.25 ms instead of ~0.8 ms).
+    of its input's edges at or below it. For a few rows (a quiet worker's flush) that is
+    one broadcast comparison over rows × inputs × edges padded with +inf, ~12 µs for
+    churn's 10 inputs on the bench machine where a searchsorted per input costs ~55 µs;
+    past ``BROADCAST_ROWS`` rows the comparisons cost more than the calls, and each input
+    gets its own searchsorted (1000 rows: ~0.25 ms instead of ~0.8 ms).
     """
 
     def __init__(self, manifest: Manifest) -> None:

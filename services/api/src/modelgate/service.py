@@ -137,7 +137,7 @@ class PredictionService:
             # Every answered row, cached or not: drift is about what clients send.
             histogram = self._lane(model).histogram
             if histogram is not None:
-                self.metrics.count_features(model.name, model.version, histogram.count(rows))
+                self.metrics.count_features(model.name, model.version, histogram, rows)
         # A rank request writes its own line (protocols/ranking.py): user, items, ranks.
         if self.prediction_log is not None and model.manifest.task is not Task.RANKING:
             self.prediction_log.append(
