@@ -11,9 +11,10 @@ prometheus-fastapi-instrumentator, so dashboards written for it work) come from
 ``Metrics.observe_http``, called by the edge middleware: the instrumentator builds a Request and
 a Response and matches the route again for every request, about 70 µs of a ~300 µs
 request on this machine. modelgate adds what only it knows: inference time and queue
-wait per model version, batch sizes, cache results, quota refusals, model loads and the
-versions served. Labels are bounded: model and version come from the repository, never
-from a request path.
+wait per model version, batch sizes, cache results, quota refusals, model loads, the
+versions served, and served inputs per reference bin (input drift, drift.py). Labels
+are bounded: model and version come from the repository, never from a request path;
+feature and bin from the manifest (at most 32 bins an input).
 
 The per-request updates (HTTP count and latency, predictions, queue waits, cache lookups,
 requests in flight) are summed in plain Python and written to the shared values by
