@@ -8,6 +8,10 @@ PYTHONPATH, so both use this venv's packages. The harness is bench/run.py's (wrk
 bench/lua/load.lua, server on core 1, wrk on core 0); each point is its median round.
 Prints B/A per point: S1's row native and as V2 JSON (churn), S2's named row, the same
 positional row on the single and the batch route, S3's 32 named rows (bench-mlp).
+
+One checkout with a setting on and off: give the same directory twice and the setting
+to one side, e.g. ``--a-env MODELGATE_DRIFT__ENABLED=false`` (``--model churn`` runs
+only that model's points).
 """
 
 from __future__ import annotations
@@ -34,7 +38,20 @@ def main() -> int:
     parser.add_argument("--warmup", type=float, default=3)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--out", type=Path, default=run.BENCH / "out" / "ab.json")
+    for side in ("a", "b"):
+        parser.add_argument(
+            f"--{side}-env",
+            action="append",
+            default=[],
+            metavar="NAME=VALUE",
+            help=f"environment of the {side.upper()} servers only (repeatable)",
+        )
+    parser.add_argument("--model", help="only this model's points (churn or bench-mlp)")
     args = parser.parse_args()
+    side_env = {
+        "A": dict(item.split("=", 1) for item in args.a_env),
+        "B": dict(item.split("=", 1) for item in args.b_env),
+    }
     (run.BENCH / "out").mkdir(exist_ok=True)
     models = run.BENCH / "out" / "models"
     subprocess.run(
@@ -44,17 +61,19 @@ def main() -> int:
     b = run.Bench(args.seconds, args.warmup, 64, models, args.rounds)
 
     @contextmanager
-    def modelgate(model: str, src: Path) -> Iterator[str]:
-        before = os.environ.get("PYTHONPATH")
-        os.environ["PYTHONPATH"] = str(src)
+    def modelgate(model: str, src: Path, env: dict[str, str]) -> Iterator[str]:
+        changes = {"PYTHONPATH": str(src), **env}
+        before = {name: os.environ.get(name) for name in changes}
+        os.environ.update(changes)
         try:
             with b.modelgate(model) as url:
                 yield url
         finally:
-            if before is None:
-                os.environ.pop("PYTHONPATH", None)
-            else:
-                os.environ["PYTHONPATH"] = before
+            for name, value in before.items():
+                if value is None:
+                    os.environ.pop(name, None)
+                else:
+                    os.environ[name] = value
 
     groups = (
         ("churn", [
@@ -71,10 +90,12 @@ def main() -> int:
         ]),
     )  # fmt: skip
     for model, cases in groups:
+        if args.model and model != args.model:
+            continue
         with ExitStack() as up:
             urls = {
-                "A": up.enter_context(modelgate(model, args.a_src)),
-                "B": up.enter_context(modelgate(model, args.b_src)),
+                "A": up.enter_context(modelgate(model, args.a_src, side_env["A"])),
+                "B": up.enter_context(modelgate(model, args.b_src, side_env["B"])),
             }
             b.compare(
                 [

@@ -27,6 +27,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from modelgate.observability.drift import reference_from_rows
+
 SEED = 20261122
 CREATED_AT = "2026-11-22T00:00:00Z"  # fixed so that rebuilt manifests are identical
 
@@ -214,6 +216,10 @@ def build_churn(root: Path) -> None:
             "MLP 10-32-16-1",
         ),
     ]
+    # What the model saw in training, per input: served inputs are scored against it.
+    reference = reference_from_rows(
+        x_train, [i["name"] for i in CHURN_INPUTS], f"churn training rows, seed {SEED}"
+    ).model_dump()
     for version, fmt, make_net, epochs, lr, arch in versions:
         torch.manual_seed(SEED + int(version))  # before the net exists: its init is seeded
         model = Scaled(make_net(), mean, std, binary=True)
@@ -235,6 +241,7 @@ def build_churn(root: Path) -> None:
                         "epochs": epochs,
                     },
                 },
+                "reference": reference,
             },
             model,
             fmt,
@@ -272,6 +279,9 @@ def build_iris(root: Path) -> None:
                     "heldout_accuracy": accuracy(model, x_test, y_test, False),
                 },
             },
+            "reference": reference_from_rows(
+                x_train, [i["name"] for i in IRIS_INPUTS], "Iris training rows"
+            ).model_dump(),
         },
         model,
         "torch_export",

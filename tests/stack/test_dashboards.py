@@ -11,8 +11,15 @@ import httpx
 import pytest
 import yaml
 
+from modelgate.observability.drift import MIN_ROWS
 from tests.conftest import ROOT, wait_until
 from tests.stack.conftest import Stack
+from tests.stack.drift_traffic import (
+    CHURN_V1_BATCH,
+    as_instances,
+    counters_scraped,
+    training_rows,
+)
 
 pytestmark = pytest.mark.stack
 
@@ -94,6 +101,12 @@ def test_every_panel_and_rule_has_data_and_the_counts_add_up(stack: Stack) -> No
             for u in range(RANKED)
         ]
     assert rank_codes == [200] * RANKED
+
+    # Enough rows like churn's training data for a drift score (drift.MIN_ROWS).
+    counters_scraped(stack)
+    with stack.client("127.0.0.33") as c:
+        body = {"instances": as_instances(training_rows(MIN_ROWS + 100, seed=5))}
+        assert c.post(CHURN_V1_BATCH, json=body).status_code == 200
 
     # Prometheus has the exact totals once it has scraped all three replicas again.
     def total(handler: str, status: str = "") -> float | None:

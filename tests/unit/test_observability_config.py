@@ -33,8 +33,12 @@ def test_prometheus_config_and_rules_are_valid() -> None:
     promtool("check", "rules", *[str(p) for p in sorted((PROM / "rules").glob("*.yml"))])
 
 
-def test_rule_unit_tests_pass() -> None:
-    assert "SUCCESS" in promtool("test", "rules", "tests/rules_test.yml")
+RULE_TESTS = sorted((PROM / "tests").glob("*_test.yml"))
+
+
+@pytest.mark.parametrize("path", RULE_TESTS, ids=lambda p: p.name)
+def test_rule_unit_tests_pass(path: Path) -> None:
+    assert "SUCCESS" in promtool("test", "rules", str(path.relative_to(PROM)))
 
 
 def test_every_alert_has_a_unit_test() -> None:
@@ -43,7 +47,7 @@ def test_every_alert_has_a_unit_test() -> None:
         for g in yaml.safe_load((PROM / "rules/alerts.yml").read_text())["groups"]
         for r in g["rules"]
     }
-    tests = yaml.safe_load((PROM / "tests/rules_test.yml").read_text())["tests"]
+    tests = [t for path in RULE_TESTS for t in yaml.safe_load(path.read_text())["tests"]]
     tested = {a["alertname"] for t in tests for a in t.get("alert_rule_test", [])}
     assert alerts == tested
 

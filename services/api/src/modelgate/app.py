@@ -36,6 +36,7 @@ from modelgate.inference.registry import MlflowRegistry, ModelRef
 from modelgate.inference.repository import ModelRepository
 from modelgate.inference.runtime import configure_torch
 from modelgate.inference.service import PredictionService
+from modelgate.observability.drift import InputHistogram
 from modelgate.observability.logging import configure_logging
 from modelgate.observability.metrics import Metrics
 from modelgate.observability.predlog import PredictionLog, Rotation
@@ -108,7 +109,7 @@ async def worker_lifespan(
     configure_torch(settings.torch_threads)
     lifecycle = Lifecycle()
     repository, follower_refs, mlflow = await load_repository(settings, metrics)
-    metrics.served(served_versions(repository))
+    publish_served(metrics, repository, settings.drift.enabled)
     # On app.state only for the OpenAPI examples and for tests; requests use worker_state.
     app.state.repository = repository
     app.state.lifecycle = lifecycle
@@ -123,13 +124,14 @@ async def worker_lifespan(
         metrics=metrics,
         prediction_log=build_prediction_log(settings, metrics),
         in_flight=in_flight,
+        count_inputs=settings.drift.enabled,
     )
     # Catch up with fleet-wide loads/unloads before serving, then follow them.
     control = FleetControl(
         repository,
         settings.redis_connection_url,
         settings.instance,
-        on_change=lambda: metrics.served(served_versions(repository)),
+        on_change=lambda: publish_served(metrics, repository, settings.drift.enabled),
     )
     await control.start()
     follower = (
@@ -258,6 +260,18 @@ def _registry_source(settings: Settings) -> tuple[list[ModelRef], MlflowRegistry
     refs = [ModelRef.parse(f"models:/{item}") for item in settings.mlflow.follow]
     registry = MlflowRegistry(settings.mlflow.tracking_uri, settings.mlflow.timeout_seconds)
     return refs, registry
+
+
+def publish_served(metrics: Metrics, repository: ModelRepository, drift: bool) -> None:
+    """What the metrics say is loaded: the versions, and (``drift``) the reference bins
+    of those whose manifest has one, their counters at 0 before any row is counted."""
+    metrics.served(served_versions(repository))
+    if not drift:
+        return
+    for name, entry in repository.models.items():
+        for version, model in entry.versions.items():
+            if model.manifest.reference is not None:
+                metrics.track_features(name, version, InputHistogram(model.manifest).features)
 
 
 def served_versions(repository: ModelRepository) -> list[tuple[str, str, str, bool]]:

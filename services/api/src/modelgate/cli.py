@@ -200,6 +200,12 @@ def _import_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--description")
     p.add_argument("--metric", action="append", default=[], metavar="NAME=VALUE")
+    p.add_argument(
+        "--reference",
+        type=Path,
+        metavar="CSV",
+        help="training rows (header: input names): the drift reference in the manifest",
+    )
     p.add_argument("--mlflow-tracking-uri", default=os.environ.get("MLFLOW_TRACKING_URI"))
     p.add_argument(
         "--register", action="store_true", help="also register it in the MLflow registry"

@@ -180,6 +180,14 @@ class CorsSettings(BaseModel):
         return self
 
 
+class DriftSettings(BaseModel):
+    """Input drift (drift.py): count served rows into the manifests' reference bins."""
+
+    # On: bench/DRIFT.md measured the counting's cost on the hot path. Models without a
+    # reference in their manifest are never counted either way.
+    enabled: bool = True
+
+
 class StatsSettings(BaseModel):
     """Where ``/stats`` reads the whole fleet's numbers (fleetstats.py)."""
 
@@ -233,6 +241,7 @@ class Settings(BaseSettings):
     ranking: RankingSettings = Field(default_factory=RankingSettings)
     cors: CorsSettings = Field(default_factory=CorsSettings)
     stats: StatsSettings = Field(default_factory=StatsSettings)
+    drift: DriftSettings = Field(default_factory=DriftSettings)
 
     log_level: str = "INFO"
     # Name reported by GET /, /health and /models; defaults to the host name, which compose

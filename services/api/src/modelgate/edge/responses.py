@@ -240,7 +240,23 @@ _STATS = _object(
         "predictions_total": (_INT, "rows predicted"),
         "cache_hit_ratio": ({"type": ["number", "null"]}, "prediction cache hit ratio"),
         "rate_limited_total": (_INT, "requests refused by the rate limiter"),
-    }
+    },
+    {
+        "feature_drift_psi": (
+            {
+                "type": "object",
+                "additionalProperties": {
+                    "type": "object",
+                    "additionalProperties": {
+                        "type": "object",
+                        "additionalProperties": _NUM,
+                    },
+                },
+            },
+            "input drift: model → version → input → PSI against the training data "
+            "(the fleet: last 30 minutes; a replica: since it started; 200 rows at least)",
+        ),
+    },
 )
 _STATS_EXAMPLE = {
     "scope": "replica",
@@ -254,6 +270,7 @@ _STATS_EXAMPLE = {
     "predictions_total": 310,
     "cache_hit_ratio": 0.4,
     "rate_limited_total": 0,
+    "feature_drift_psi": {"churn": {"2": {"age": 0.0123, "income": 0.2871}}},
 }
 _ADMIN = _object(
     {

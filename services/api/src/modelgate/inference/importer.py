@@ -16,6 +16,7 @@ serve, compared with the eager module).
 
 from __future__ import annotations
 
+import csv
 import hashlib
 import importlib
 import json
@@ -45,11 +46,13 @@ from modelgate.inference.manifest import (
     Manifest,
     ModelFormat,
     OutputSpec,
+    Reference,
     Task,
     read_manifest,
 )
 from modelgate.inference.repository import valid_name
 from modelgate.inference.runtime import LoadedModel, load_model
+from modelgate.observability.drift import reference_from_rows
 
 # Where a checkpoint dict usually keeps its weights (the tutorials, Lightning, HF Trainer).
 STATE_DICT_KEYS = ("model_state_dict", "state_dict", "model")
@@ -368,6 +371,7 @@ def import_model(
     source: Mapping[str, Any],
     tolerance: float = 1e-5,
     samples: int = 64,
+    reference: Reference | None = None,
 ) -> ImportResult:
     """Export, write, verify through the replica's loader, compare; atomic on disk."""
     if not valid_name(name):  # the repository's one rule for names from outside
@@ -399,6 +403,7 @@ def import_model(
                 "imported_from": dict(source),
                 "training": spec.metrics,
             },
+            reference=reference,
         )
         (staging / MANIFEST_FILE).write_text(
             json.dumps(manifest.model_dump(mode="json", exclude_defaults=False), indent=2) + "\n"
@@ -508,7 +513,50 @@ def _run(args: Any) -> ImportResult:
             "sha256": _sha256(args.checkpoint),
             "model_class": args.model_class,
         }
-    return import_model(args.model_repository, args.name, net, spec, source, args.tolerance)
+    reference = read_reference(args.reference, spec) if args.reference else None
+    return import_model(
+        args.model_repository, args.name, net, spec, source, args.tolerance, reference=reference
+    )
+
+
+def read_reference(path: Path, spec: ImportSpec) -> Reference:
+    """The drift reference (drift.py) from a CSV of training rows: a header naming inputs
+    (any of them, in any order; other columns are refused), then one number per cell
+    (true/false for a bool)."""
+    names = [i.name for i in spec.inputs]
+    try:
+        with path.open(newline="") as f:
+            reader = csv.reader(f)
+            header = next(reader, [])
+            unknown = [h for h in header if h not in names]
+            if not header or unknown or len(set(header)) != len(header):
+                raise ImportError_(
+                    f"--reference {path}: the header must name inputs of the model, each "
+                    f"once; {unknown or header} is not that (inputs: {names})"
+                )
+            rows = [
+                [_reference_cell(cell, path, line) for cell in row]
+                for line, row in enumerate(reader, 2)
+            ]
+    except OSError as exc:
+        raise ImportError_(f"--reference {path}: {exc.strerror}") from None
+    if not rows or any(len(r) != len(header) for r in rows):
+        raise ImportError_(f"--reference {path}: needs rows of {len(header)} values each")
+    matrix = np.asarray(rows, dtype=np.float32)
+    return reference_from_rows(matrix, header, f"{path.name}, {len(rows)} rows")
+
+
+def _reference_cell(cell: str, path: Path, line: int) -> float:
+    text = cell.strip().lower()
+    if text in ("true", "false"):
+        return float(text == "true")
+    try:
+        value = float(text)
+    except ValueError:
+        raise ImportError_(f"--reference {path}, line {line}: {cell!r} is not a number") from None
+    if not np.isfinite(value):
+        raise ImportError_(f"--reference {path}, line {line}: {cell!r} is not finite")
+    return value
 
 
 def _sha256(path: Path) -> str:

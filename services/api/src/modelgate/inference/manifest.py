@@ -7,6 +7,7 @@ come from here, as do class names and the batching limits of the model.
 from __future__ import annotations
 
 import hashlib
+import math
 import re
 from enum import StrEnum
 from functools import cached_property
@@ -197,6 +198,49 @@ class RankingSpec(BaseModel):
         ]
 
 
+MAX_REFERENCE_BINS = 32  # label values per feature in the drift metrics: bounded
+
+
+class FeatureReference(BaseModel):
+    """How one input was distributed in the training data: bin ``i`` holds the values
+    ``edges[i-1] <= x < edges[i]`` (the first bin everything below ``edges[0]``, the
+    last everything from ``edges[-1]`` up), and ``shares[i]`` of the training rows fell
+    in it. Quantile edges for a continuous input; one bin per value (edges halfway
+    between values) for a bool or a code with a few values (drift.py builds both)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    edges: list[float] = Field(max_length=MAX_REFERENCE_BINS - 1)
+    shares: list[float] = Field(min_length=1, max_length=MAX_REFERENCE_BINS)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> FeatureReference:
+        if len(self.shares) != len(self.edges) + 1:
+            raise ValueError(
+                f"{len(self.edges)} edges make {len(self.edges) + 1} bins, "
+                f"but there are {len(self.shares)} shares"
+            )
+        if not all(math.isfinite(e) for e in self.edges):
+            raise ValueError("edges must be finite numbers")
+        if any(b <= a for a, b in zip(self.edges, self.edges[1:], strict=False)):
+            raise ValueError("edges must be strictly increasing")
+        if any(not 0 <= s <= 1 for s in self.shares):
+            raise ValueError("each share must be between 0 and 1")
+        if abs(math.fsum(self.shares) - 1) > 1e-6:
+            raise ValueError(f"shares must sum to 1, not {math.fsum(self.shares):.6g}")
+        return self
+
+
+class Reference(BaseModel):
+    """The training data's distribution of some inputs, for drift scores (drift.py)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    rows: int = Field(ge=1, description="training rows the shares were counted from")
+    source: str = Field("", max_length=200, description="which data, for people")
+    features: dict[str, FeatureReference] = Field(min_length=1)
+
+
 class Manifest(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -228,6 +272,8 @@ class Manifest(BaseModel):
     description: str = ""
     # Free-form: training metrics, created_at, data set, owner ...
     metadata: dict[str, Any] = Field(default_factory=dict)
+    # Optional: the training data's distribution per input; without it, no drift score.
+    reference: Reference | None = None
 
     @model_validator(mode="after")
     def _consistent(self) -> Manifest:
@@ -251,6 +297,10 @@ class Manifest(BaseModel):
                 raise ValueError(
                     f"a ranker's inputs are its ranking section's columns, in order: {derived}"
                 )
+        if self.reference is not None:
+            unknown = sorted(set(self.reference.features) - set(names))
+            if unknown:
+                raise ValueError(f"reference.features: {unknown} are not inputs of this model")
         return self
 
     @cached_property

@@ -26,6 +26,7 @@ from modelgate.inference.manifest import Task
 from modelgate.inference.repository import ModelRepository
 from modelgate.inference.runtime import LoadedModel
 from modelgate.inference.validation import InputValidator
+from modelgate.observability.drift import InputHistogram
 from modelgate.observability.logging import request_id_var
 from modelgate.observability.metrics import Metrics
 from modelgate.observability.predlog import PredictionLog, Record
@@ -40,6 +41,7 @@ class _Lane:
     batcher: Batcher
     validator: InputValidator
     cached_as: str  # the cache stores a row's outputs as {cached_as: value(s)}
+    histogram: InputHistogram | None = None  # served rows into the drift reference's bins
 
 
 @dataclass
@@ -62,6 +64,8 @@ class PredictionService:
     prediction_log: PredictionLog | None = None
     # HTTP requests in flight in this worker: batchers wait for company only if some may come.
     in_flight: Callable[[], int] | None = None
+    # Count served rows into the manifests' reference bins (drift.py; needs ``metrics``).
+    count_inputs: bool = False
     last_prediction_at: float | None = None  # epoch seconds
     # Per loaded version (keyed by identity, so a reloaded version gets fresh ones).
     _lanes: dict[int, _Lane] = field(default_factory=dict)
@@ -79,6 +83,9 @@ class PredictionService:
                 self._new_batcher(model),
                 InputValidator(model.manifest),
                 output_specs(model.manifest)[0].name,
+                InputHistogram(model.manifest)
+                if self.count_inputs and model.manifest.reference is not None
+                else None,
             )
         return lane
 
@@ -127,6 +134,10 @@ class PredictionService:
             self.metrics.count_predictions(
                 model.name, model.version, len(rows), len(rows) - sum(cached)
             )
+            # Every answered row, cached or not: drift is about what clients send.
+            histogram = self._lane(model).histogram
+            if histogram is not None:
+                self.metrics.count_features(model.name, model.version, histogram, rows)
         # A rank request writes its own line (protocols/ranking.py): user, items, ranks.
         if self.prediction_log is not None and model.manifest.task is not Task.RANKING:
             self.prediction_log.append(

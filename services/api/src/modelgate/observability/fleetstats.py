@@ -16,6 +16,8 @@ from typing import Any
 
 import httpx
 
+from modelgate.observability.drift import nest
+
 API = 'job="modelgate-api"'
 # Probes and scrapes that poll the replicas are not the API's latency (as per replica).
 NOT_POLLING = 'handler!~"/metrics|/stats|/stats/replica"'
@@ -39,6 +41,8 @@ QUERIES: dict[str, str] = {
     "gateway_answers": f"sum(modelgate_gateway_responses_total{{{GATEWAY}}})",
     "gateway_5xx": f'sum(modelgate_gateway_responses_total{{{GATEWAY}, status=~"5.."}})',
 }
+# The drift score per model version and input (recording.yml): a vector, kept as it is.
+DRIFT = "modelgate_feature_drift_psi"
 # Per scrape target: is it up, and how many requests has it served.
 PER_REPLICA: dict[str, str] = {
     "up": f"up{{{API}}}",
@@ -90,8 +94,8 @@ async def fleet_stats(prometheus_url: str, timeout_s: float) -> dict[str, Any]:
     """The summary over every replica Prometheus scrapes; FleetStatsUnavailable if
     Prometheus does not answer in ``timeout_s``."""
     async with httpx.AsyncClient(base_url=prometheus_url, timeout=timeout_s) as client:
-        names = [*QUERIES, *(f"replica:{k}" for k in PER_REPLICA)]
-        exprs = [*QUERIES.values(), *PER_REPLICA.values()]
+        names = [*QUERIES, *(f"replica:{k}" for k in PER_REPLICA), DRIFT]
+        exprs = [*QUERIES.values(), *PER_REPLICA.values(), DRIFT]
         # One evaluation time for every query, so that the numbers agree with each other.
         at = time.time()
         results = await asyncio.gather(*(_query(client, e, at) for e in exprs))
@@ -126,4 +130,16 @@ async def fleet_stats(prometheus_url: str, timeout_s: float) -> dict[str, Any]:
         "gateway_requests_total": int(v["gateway_answers"] or 0),
         "gateway_error_rate": _ratio(v["gateway_5xx"], v["gateway_answers"], 0.0),
         "replicas": sorted(replicas.values(), key=lambda r: str(r["target"])),
+        "feature_drift_psi": nest(_drift(answers[DRIFT])),
     }
+
+
+def _drift(result: list[dict[str, Any]]) -> list[tuple[str, str, str, float]]:
+    out = []
+    for sample in result:
+        labels = sample.get("metric", {})
+        value = _value(sample)
+        if value is not None:
+            out.append((labels.get("model", ""), labels.get("version", ""),
+                        labels.get("feature", ""), value))  # fmt: skip
+    return out

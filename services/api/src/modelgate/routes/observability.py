@@ -18,6 +18,7 @@ from starlette.responses import Response
 
 from modelgate.edge.deps import LifecycleDep, SettingsDep, json_response
 from modelgate.errors import error_response
+from modelgate.observability.drift import replica_scores
 from modelgate.observability.fleetstats import FleetStatsUnavailable, fleet_stats
 from modelgate.observability.metrics import (
     buckets_of,
@@ -108,4 +109,6 @@ async def _replica_stats(
         "predictions_total": int(sample_sum(families, "modelgate_predictions_total")),
         "cache_hit_ratio": round(hits / lookups, 6) if lookups else None,
         "rate_limited_total": int(sample_sum(families, "modelgate_rate_limited_requests_total")),
+        # Since this replica started; the fleet's (/stats) is over the last 30 minutes.
+        "feature_drift_psi": replica_scores(families),
     }
