@@ -47,6 +47,7 @@ from modelgate.routes import admin, health, models, observability, v1, v2
 from modelgate.runtime import configure_torch
 from modelgate.service import PredictionService
 from modelgate.settings import Settings
+from modelgate.tracing import Tracing
 from modelgate.worker_state import Lifecycle, WorkerState
 
 log = logging.getLogger("modelgate.app")
@@ -115,6 +116,9 @@ async def worker_lifespan(
     # One inference thread per worker: torch ops run serially in it, with
     # settings.torch_threads intra-op threads, while the event loop stays free.
     executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="inference")
+    # Here, not in create_app: the span processor's export thread must start in the
+    # worker, after gunicorn forked it.
+    tracing = Tracing.from_settings(settings.tracing, settings.instance)
     service = PredictionService(
         repository,
         executor,
@@ -123,6 +127,7 @@ async def worker_lifespan(
         metrics=metrics,
         prediction_log=build_prediction_log(settings, metrics),
         in_flight=in_flight,
+        tracing=tracing,
     )
     # Catch up with fleet-wide loads/unloads before serving, then follow them.
     control = FleetControl(
@@ -151,7 +156,9 @@ async def worker_lifespan(
         "worker ready" if repository.ready() else "worker started without every model",
         extra={"models": {n: e.default_version for n, e in repository.models.items()}},
     )
-    worker = WorkerState(settings, repository, service, lifecycle, control, quotas, metrics, ranker)
+    worker = WorkerState(
+        settings, repository, service, lifecycle, control, quotas, metrics, ranker, tracing
+    )
     try:
         yield worker.as_lifespan_state()
     finally:
@@ -164,6 +171,8 @@ async def worker_lifespan(
             await ranker.close()
         await service.close()
         executor.shutdown(wait=True)
+        if tracing is not None:  # after the batchers: their last spans go out too
+            await asyncio.to_thread(tracing.shutdown)
         access_log.flush()
         metrics.flush()
 

@@ -24,6 +24,7 @@ from modelgate.ids import new_id
 from modelgate.logging import request_id_var
 from modelgate.metrics import Metrics
 from modelgate.protocols.handler import access_facts
+from modelgate.tracing import trace_id
 
 errors_log = logging.getLogger("modelgate.errors")
 
@@ -145,4 +146,7 @@ class Edge:
             entry["version"] = facts.version
             entry["cache"] = facts.cache
             entry["batch_rows"] = facts.batch_rows
+        traced = trace_id(scope)  # a sampled request's, when tracing is on
+        if traced is not None:
+            entry["trace_id"] = traced
         self.access_log.write_entry(entry)

@@ -31,6 +31,7 @@ from modelgate.repository import ModelRepository
 from modelgate.runtime import LoadedModel
 from modelgate.settings import BatchingSettings
 from modelgate.tensors import output_specs
+from modelgate.tracing import MODEL, VERSION, Tracing
 from modelgate.validation import InputValidator
 
 
@@ -63,6 +64,7 @@ class PredictionService:
     # HTTP requests in flight in this worker: batchers wait for company only if some may come.
     in_flight: Callable[[], int] | None = None
     last_prediction_at: float | None = None  # epoch seconds
+    tracing: Tracing | None = None  # None: tracing off
     # Per loaded version (keyed by identity, so a reloaded version gets fresh ones).
     _lanes: dict[int, _Lane] = field(default_factory=dict)
     _seen_snapshot: object = None
@@ -105,6 +107,8 @@ class PredictionService:
             ),
             in_flight=self.in_flight,
             inline_below_s=self.batching.inline_below_ms / 1000.0,
+            tracing=self.tracing,
+            trace_attributes={MODEL: model.name, VERSION: model.version},
         )
 
     def _prune(self) -> None:
@@ -127,6 +131,11 @@ class PredictionService:
             self.metrics.count_predictions(
                 model.name, model.version, len(rows), len(rows) - sum(cached)
             )
+        trace_id = (
+            None
+            if self.tracing is None
+            else self.tracing.note_prediction(model.name, model.version, len(rows), sum(cached))
+        )
         # A rank request writes its own line (protocols/ranking.py): user, items, ranks.
         if self.prediction_log is not None and model.manifest.task is not Task.RANKING:
             self.prediction_log.append(
@@ -138,6 +147,7 @@ class PredictionService:
                     outputs=outputs,
                     cached=cached,
                     latency_ms=elapsed_ms(started),
+                    trace_id=trace_id,
                 )
             )
         return Prediction(model=model, outputs=outputs, cached=cached, batch_rows=batch_rows)
@@ -151,7 +161,14 @@ class PredictionService:
         name = lane.cached_as
         tag = model.manifest.digest
         keys = [cache_key(model.name, model.version, model.sha256, tag, r) for r in rows]
-        hits = [_cached_row(hit, name) for hit in await self.cache.get_many(keys)]
+        if self.tracing is None:
+            found = await self.cache.get_many(keys)
+        else:
+            with self.tracing.step("cache lookup", {"modelgate.rows": len(keys)}) as span:
+                found = await self.cache.get_many(keys)
+                if span is not None:
+                    span.set_attribute("modelgate.rows.cached", sum(h is not None for h in found))
+        hits = [_cached_row(hit, name) for hit in found]
         missing = [i for i, hit in enumerate(hits) if hit is None]
         if len(missing) == len(rows):
             outputs, batch_rows = await lane.batcher.submit(rows)

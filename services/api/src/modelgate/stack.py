@@ -35,7 +35,8 @@ from typing import Any
 
 import yaml
 
-from modelgate.infra import gateway_values, render_native_gateway
+from modelgate.infra import gateway_values, render_native_gateway, trace_sample_percent
+from modelgate.settings import TracingSettings
 
 STATE_FILE = "stack.json"
 REDIS_PASSWORD_FILE = "redis.password"  # noqa: S105 - a file name; 0600, in the stack's dir
@@ -92,6 +93,9 @@ class StackConfig:
     # test from one address past ~10k req/s needs it raised, or nginx answers 429.
     gateway_req_per_ip: int = 10000
     gateway_req_burst: int = 20000
+    # The share of gateway-started traces marked sampled: the replicas' own ratio
+    # (OTEL_TRACES_SAMPLER_ARG, which they inherit), so one knob sets both.
+    gateway_trace_sample_percent: float = 1.0
 
     @classmethod
     def from_env(cls, args: argparse.Namespace | None = None) -> StackConfig:
@@ -122,6 +126,7 @@ class StackConfig:
             workers=_env_int("MODELGATE_STACK_WORKERS", workers_per_replica(ports)),
             gateway_req_per_ip=_env_int("MODELGATE_STACK_GATEWAY_REQ_PER_IP", 10000),
             gateway_req_burst=_env_int("MODELGATE_STACK_GATEWAY_REQ_BURST", 20000),
+            gateway_trace_sample_percent=trace_sample_percent(TracingSettings().traces_sampler_arg),
         )
 
     def url(self, port: int) -> str:
@@ -350,6 +355,7 @@ def render_gateway(config: StackConfig, out_dir: Path) -> Path:
         metrics_log=f"syslog:server={h}:{config.gateway_log_port},nohostname,tag=modelgate",
         req_per_ip=config.gateway_req_per_ip,
         req_burst=config.gateway_req_burst,
+        trace_sample_percent=config.gateway_trace_sample_percent,
     )
     return render_native_gateway(config.infra, out_dir, values)
 

@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from modelgate.repository import ModelRepository
     from modelgate.service import PredictionService
     from modelgate.settings import Settings
+    from modelgate.tracing import Tracing
 
 _KEY = "worker"
 
@@ -50,6 +51,7 @@ class WorkerState:
     quotas: Quotas
     metrics: Metrics
     ranker: Ranker | None = None  # the feature store's client; None without Redis
+    tracing: Tracing | None = None  # None: tracing off (OTEL_*, settings.TracingSettings)
 
     def as_lifespan_state(self) -> dict[str, WorkerState]:
         return {_KEY: self}

@@ -23,7 +23,7 @@ from modelgate.guard import charge, guard
 from modelgate.manifest import Task
 from modelgate.protocols.base import Protocol, Route
 from modelgate.runtime import LoadedModel
-from modelgate.worker_state import worker_state
+from modelgate.worker_state import WorkerState, worker_state
 
 _FACTS = "modelgate.facts"
 
@@ -57,6 +57,21 @@ async def predict(
     protocol: Protocol, route: Route, request: Request, name: str | None, version: str | None
 ) -> Response:
     worker = worker_state(request)
+    if worker.tracing is not None:  # the request's server span around all of it
+        return await worker.tracing.request(
+            request.scope, route.path, _predict(protocol, route, request, name, version, worker)
+        )
+    return await _predict(protocol, route, request, name, version, worker)
+
+
+async def _predict(
+    protocol: Protocol,
+    route: Route,
+    request: Request,
+    name: str | None,
+    version: str | None,
+    worker: WorkerState,
+) -> Response:
     try:
         quota_headers = await guard(request, worker, route.quota)
         decoded = await route.decode(request, worker, name, version)

@@ -43,6 +43,7 @@ from modelgate.repository import ModelRepository
 from modelgate.runtime import LoadedModel
 from modelgate.service import Prediction, elapsed_ms
 from modelgate.timefmt import iso_utc
+from modelgate.tracing import recorded_trace_id
 from modelgate.validation import body_version, parse_json
 from modelgate.worker_state import WorkerState
 
@@ -148,6 +149,7 @@ def _log_record(
         outputs=[],
         cached=[],
         latency_ms=latency_ms,
+        trace_id=recorded_trace_id(),
         ranking={
             "user_id": request.user_id,
             "item_ids": list(request.item_ids),
