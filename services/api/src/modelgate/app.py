@@ -46,15 +46,18 @@ from modelgate.repository import ModelRepository
 from modelgate.routes import admin, health, models, observability, v1, v2
 from modelgate.runtime import configure_torch
 from modelgate.service import PredictionService
-from modelgate.settings import Settings
+from modelgate.settings import Settings, TracingSettings
 from modelgate.tracing import Tracing
 from modelgate.worker_state import Lifecycle, WorkerState
 
 log = logging.getLogger("modelgate.app")
 
 
-def create_app(settings: Settings | None = None) -> ModelGateApp:
+def create_app(
+    settings: Settings | None = None, tracing: TracingSettings | None = None
+) -> ModelGateApp:
     settings = settings or Settings()
+    tracing = tracing or TracingSettings()
     configure_logging(settings.log_level)
     # One registry per app (tests build several); with PROMETHEUS_MULTIPROC_DIR set the
     # values live in the replica's shared directory and /metrics merges every worker's.
@@ -71,6 +74,7 @@ def create_app(settings: Settings | None = None) -> ModelGateApp:
             metrics=metrics,
             access_log=access_log,
             in_flight=in_flight,
+            tracing_settings=tracing,
         ),
         # Starlette answers "/health/" with a redirect built from the client's Host
         # header: an open redirect. A path is served as written, or 404.
@@ -105,6 +109,7 @@ async def worker_lifespan(
     metrics: Metrics,
     access_log: AccessLog,
     in_flight: InFlight,
+    tracing_settings: TracingSettings | None = None,
 ) -> AsyncIterator[dict[str, Any]]:
     configure_torch(settings.torch_threads)
     lifecycle = Lifecycle()
@@ -118,7 +123,7 @@ async def worker_lifespan(
     executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="inference")
     # Here, not in create_app: the span processor's export thread must start in the
     # worker, after gunicorn forked it.
-    tracing = Tracing.from_settings(settings.tracing, settings.instance)
+    tracing = Tracing.from_settings(tracing_settings or TracingSettings(), settings.instance)
     service = PredictionService(
         repository,
         executor,

@@ -230,6 +230,7 @@ class Batcher:
                     if p.trace is not None
                 ],
                 self.trace_attributes,
+                len(batch),
                 size,
                 batch_s,
                 seconds,

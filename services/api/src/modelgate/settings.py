@@ -213,7 +213,9 @@ class TracingSettings(BaseSettings):
     ``none``; ``OTEL_SDK_DISABLED=true`` turns it off whatever else is set. The exporter's
     transport details (``OTEL_EXPORTER_OTLP_HEADERS``, ``…_TIMEOUT``, ``…_COMPRESSION``,
     ``…_CERTIFICATE``), the span processor's (``OTEL_BSP_*``) and
-    ``OTEL_RESOURCE_ATTRIBUTES`` are read by the OTel SDK itself, as the spec says."""
+    ``OTEL_RESOURCE_ATTRIBUTES`` are read by the OTel SDK itself, as the spec says. Not a
+    group of ``Settings``: its variables are the standard names, not ``MODELGATE_*``
+    ones, so ``create_app`` builds it beside ``Settings``."""
 
     model_config = SettingsConfigDict(env_prefix="OTEL_", extra="ignore")
 
@@ -294,7 +296,6 @@ class Settings(BaseSettings):
     ranking: RankingSettings = Field(default_factory=RankingSettings)
     cors: CorsSettings = Field(default_factory=CorsSettings)
     stats: StatsSettings = Field(default_factory=StatsSettings)
-    tracing: TracingSettings = Field(default_factory=TracingSettings)
 
     log_level: str = "INFO"
     # Name reported by GET /, /health and /models; defaults to the host name, which compose
