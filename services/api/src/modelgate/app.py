@@ -109,7 +109,7 @@ async def worker_lifespan(
     metrics: Metrics,
     access_log: AccessLog,
     in_flight: InFlight,
-    tracing_settings: TracingSettings | None = None,
+    tracing_settings: TracingSettings,
 ) -> AsyncIterator[dict[str, Any]]:
     configure_torch(settings.torch_threads)
     lifecycle = Lifecycle()
@@ -123,7 +123,7 @@ async def worker_lifespan(
     executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="inference")
     # Here, not in create_app: the span processor's export thread must start in the
     # worker, after gunicorn forked it.
-    tracing = Tracing.from_settings(tracing_settings or TracingSettings(), settings.instance)
+    tracing = Tracing.from_settings(tracing_settings, settings.instance)
     service = PredictionService(
         repository,
         executor,
