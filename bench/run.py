@@ -44,6 +44,9 @@ SERVER_CPU, LOAD_CPU = "1", "0"
 V2_SAME_ROW = "V2 JSON, S1's row (modelgate)"
 SINGLE_SAME_ROW = "single route, one positional row (modelgate)"
 BATCH_SAME_ROW = "batch route, the same row (modelgate)"
+# Tracing's cost (issue 25): S1 with tracing on at the default sampling, exporting to a
+# local OTLP/HTTP sink, against modelgate (1 worker) without it.
+TRACED = "tracing on, 1 % sampled (modelgate)"
 
 CHURN_FEATURES = {
     "age": 35, "income": "{N}", "credit_score": 680, "num_purchases": 24,
@@ -259,7 +262,9 @@ class Bench:
             yield url
 
     @contextmanager
-    def modelgate(self, model: str, cpu: str | None = SERVER_CPU) -> Iterator[str]:
+    def modelgate(
+        self, model: str, cpu: str | None = SERVER_CPU, env: dict[str, str] | None = None
+    ) -> Iterator[str]:
         port = free_port()
         argv = [
             str(VENV_BIN / "modelgate"),
@@ -272,8 +277,25 @@ class Bench:
             "1",
         ]
         url = f"http://127.0.0.1:{port}"
-        env = {"MODELGATE_MODELS": json.dumps([model]), "MODELGATE_LOG_LEVEL": "INFO"}
+        env = {
+            "MODELGATE_MODELS": json.dumps([model]),
+            "MODELGATE_LOG_LEVEL": "INFO",
+            **(env or {}),
+        }
         with server(argv, url + "/ready", env, cpu):
+            yield url
+
+    @contextmanager
+    def traced_modelgate(self, model: str) -> Iterator[str]:
+        """modelgate (1 worker) with tracing on at the default sampling (1 %), exporting
+        over OTLP/HTTP to a sink of its own (tests/otlp_receiver.py) on wrk's core."""
+        port = free_port()
+        sink = f"http://127.0.0.1:{port}"
+        argv = [sys.executable, "-m", "tests.otlp_receiver", "--port", str(port)]
+        with (
+            server(argv, sink + "/", {"PYTHONPATH": str(ROOT)}, LOAD_CPU),
+            self.modelgate(model, env={"OTEL_EXPORTER_OTLP_ENDPOINT": sink}) as url,
+        ):
             yield url
 
 
@@ -392,6 +414,9 @@ def s1_s2(b: Bench, expected: dict[str, Any]) -> None:
                 v2_path, v2_body = "/v2/models/churn/infer", churn_v2_body()
                 check_v2(mg, v2_path, v2_body, want, "modelgate V2")
                 points.append(partial(b.measure, "S1", V2_SAME_ROW, mg, v2_path, v2_body))
+                traced = up.enter_context(b.traced_modelgate(model))
+                check(traced, path_mg, body, want, "modelgate, tracing on")
+                points.append(partial(b.measure, "S1", TRACED, traced, path_mg, body))
             else:
                 # The same positional row to the single and to the batch route: the
                 # single route no slower than the batch route for the same row.
@@ -408,6 +433,21 @@ def s1_s2(b: Bench, expected: dict[str, Any]) -> None:
                         raise RuntimeError(f"modelgate: wrong {route} answer for bench-mlp")
                     points.append(partial(b.measure, "S2", label, mg, path, same_row))
             b.compare(points)
+
+
+def tracing_ab(b: Bench, expected: dict[str, Any]) -> None:
+    """S1's two tracing points alone (``--only T``): modelgate without and with tracing,
+    interleaved, for a quick look at the ratio without the rest of S1 and S2."""
+    body, path = churn_body(), "/models/churn/predict"
+    with b.modelgate("churn") as mg, b.traced_modelgate("churn") as traced:
+        check(mg, path, body, expected["churn"], "modelgate")
+        check(traced, path, body, expected["churn"], "modelgate, tracing on")
+        b.compare(
+            [
+                partial(b.measure, "S1", "modelgate (1 worker)", mg, path, body),
+                partial(b.measure, "S1", TRACED, traced, path, body),
+            ]
+        )
 
 
 def s3(b: Bench, expected: dict[str, Any]) -> None:
@@ -750,10 +790,16 @@ def targets(results: list[Result]) -> list[tuple[str, str, bool | None]]:
     s6, base6 = find(results, "S6", "stack (100"), find(results, "S6", "baseline")
     s6r, s6_paced = ratio(s6, base6), find(results, "S6", "stack at")
     single_batch = ratio(find(results, "S2", SINGLE_SAME_ROW), find(results, "S2", BATCH_SAME_ROW))
+    traced = ratio(find(results, "S1", TRACED), s1)
     rows = [
         ("S1 ≥ 3× baseline req/s", f(s1r), s1r is not None and s1r >= 3),
         ("S1 p99 ≤ 10 ms", f(s1.p99_ms if s1 else None, "{:.2f} ms"), bool(s1 and s1.p99_ms <= 10)),
         ("S2 ≥ 2× baseline req/s", f(s2r), s2r is not None and s2r >= 2),
+        (
+            "S1 tracing on (1 % sampled) ≥ 90% of off req/s",
+            f(traced, "{:.0%}"),
+            traced is not None and traced >= 0.9,
+        ),
         (
             "S1 V2 JSON ≥ 85% of native req/s, the same row",
             f(v2_native, "{:.0%}"),
@@ -853,6 +899,7 @@ def report(b: Bench, argv: list[str]) -> str:
         ("S1 modelgate / ceiling", ("S1", "modelgate", "ceiling")),
         ("S2 modelgate / baseline", ("S2", "modelgate", "baseline")),
         ("S1 V2 JSON / native, the same row", ("S1", V2_SAME_ROW, "modelgate")),
+        ("S1 tracing on (1 % sampled) / off", ("S1", TRACED, "modelgate")),
         ("S2 single route / batch route, the same row", ("S2", SINGLE_SAME_ROW, BATCH_SAME_ROW)),
         ("S3 modelgate (native JSON) / torch only", ("S3", "modelgate", "torch")),
         (
@@ -885,7 +932,7 @@ def report(b: Bench, argv: list[str]) -> str:
     return "\n".join(lines) + "\n"
 
 
-SCENARIOS = {"S1": s1_s2, "S3": s3, "S4": s4_s5, "S6": s6}
+SCENARIOS = {"S1": s1_s2, "S3": s3, "S4": s4_s5, "S6": s6, "T": tracing_ab}
 
 
 def main() -> int:
@@ -894,7 +941,11 @@ def main() -> int:
     parser.add_argument("--warmup", type=float, default=5)
     parser.add_argument("--connections", type=int, default=64)
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds per scenario")
-    parser.add_argument("--only", default="S1,S3,S4,S6", help="S1 (with S2), S3, S4 (with S5), S6")
+    parser.add_argument(
+        "--only",
+        default="S1,S3,S4,S6",
+        help="S1 (with S2), S3, S4 (with S5), S6; T: S1's tracing points alone",
+    )
     parser.add_argument("--out", type=Path, default=BENCH)
     args = parser.parse_args()
     (BENCH / "out").mkdir(exist_ok=True)

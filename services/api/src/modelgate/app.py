@@ -40,11 +40,12 @@ from modelgate.observability.drift import InputHistogram
 from modelgate.observability.logging import configure_logging
 from modelgate.observability.metrics import Metrics
 from modelgate.observability.predlog import PredictionLog, Rotation
+from modelgate.observability.tracing import Tracing
 from modelgate.protocols import PROTOCOLS, error_shape
 from modelgate.protocols.register import add_to_fastapi, lane_table
 from modelgate.ranking.ranker import Ranker
 from modelgate.routes import admin, health, models, observability, v1, v2
-from modelgate.settings import Settings
+from modelgate.settings import Settings, TracingSettings
 from modelgate.shared.cache import NullCache, PredictionCache
 from modelgate.shared.control import FleetControl
 from modelgate.shared.ratelimit import Quotas
@@ -53,8 +54,11 @@ from modelgate.shared.rediscache import RedisCache
 log = logging.getLogger("modelgate.app")
 
 
-def create_app(settings: Settings | None = None) -> ModelGateApp:
+def create_app(
+    settings: Settings | None = None, tracing: TracingSettings | None = None
+) -> ModelGateApp:
     settings = settings or Settings()
+    tracing = tracing or TracingSettings()
     configure_logging(settings.log_level)
     # One registry per app (tests build several); with PROMETHEUS_MULTIPROC_DIR set the
     # values live in the replica's shared directory and /metrics merges every worker's.
@@ -71,6 +75,7 @@ def create_app(settings: Settings | None = None) -> ModelGateApp:
             metrics=metrics,
             access_log=access_log,
             in_flight=in_flight,
+            tracing_settings=tracing,
         ),
         # Starlette answers "/health/" with a redirect built from the client's Host
         # header: an open redirect. A path is served as written, or 404.
@@ -105,6 +110,7 @@ async def worker_lifespan(
     metrics: Metrics,
     access_log: AccessLog,
     in_flight: InFlight,
+    tracing_settings: TracingSettings,
 ) -> AsyncIterator[dict[str, Any]]:
     configure_torch(settings.torch_threads)
     lifecycle = Lifecycle()
@@ -116,6 +122,9 @@ async def worker_lifespan(
     # One inference thread per worker: torch ops run serially in it, with
     # settings.torch_threads intra-op threads, while the event loop stays free.
     executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="inference")
+    # Here, not in create_app: the span processor's export thread must start in the
+    # worker, after gunicorn forked it.
+    tracing = Tracing.from_settings(tracing_settings, settings.instance)
     service = PredictionService(
         repository,
         executor,
@@ -125,6 +134,7 @@ async def worker_lifespan(
         prediction_log=build_prediction_log(settings, metrics),
         in_flight=in_flight,
         count_inputs=settings.drift.enabled,
+        tracing=tracing,
     )
     # Catch up with fleet-wide loads/unloads before serving, then follow them.
     control = FleetControl(
@@ -153,7 +163,9 @@ async def worker_lifespan(
         "worker ready" if repository.ready() else "worker started without every model",
         extra={"models": {n: e.default_version for n, e in repository.models.items()}},
     )
-    worker = WorkerState(settings, repository, service, lifecycle, control, quotas, metrics, ranker)
+    worker = WorkerState(
+        settings, repository, service, lifecycle, control, quotas, metrics, ranker, tracing
+    )
     try:
         yield worker.as_lifespan_state()
     finally:
@@ -166,6 +178,8 @@ async def worker_lifespan(
             await ranker.close()
         await service.close()
         executor.shutdown(wait=True)
+        if tracing is not None:  # after the batchers: their last spans go out too
+            await asyncio.to_thread(tracing.shutdown)
         access_log.flush()
         metrics.flush()
 

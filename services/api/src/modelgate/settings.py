@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import socket
 from pathlib import Path
+from typing import Literal
 from urllib.parse import quote, urlsplit, urlunsplit
 
 from limits import parse_many
@@ -203,6 +204,70 @@ class StatsSettings(BaseModel):
         if value and (parts.scheme not in ("http", "https") or not parts.netloc):
             raise ValueError(f"{value!r} is not a URL like http://prometheus:9090")
         return value.rstrip("/")
+
+
+TraceSampler = Literal[
+    "always_on",
+    "always_off",
+    "traceidratio",
+    "parentbased_always_on",
+    "parentbased_always_off",
+    "parentbased_traceidratio",
+]
+
+
+class TracingSettings(BaseSettings):
+    """OpenTelemetry tracing (tracing.py), from the standard ``OTEL_*`` variables, so that
+    whatever an operator already sets for other services works here. Off unless
+    ``OTEL_TRACES_EXPORTER=otlp``, or an OTLP endpoint is set and the exporter is not
+    ``none``; ``OTEL_SDK_DISABLED=true`` turns it off whatever else is set. The exporter's
+    transport details (``OTEL_EXPORTER_OTLP_HEADERS``, ``…_TIMEOUT``, ``…_COMPRESSION``,
+    ``…_CERTIFICATE``), the span processor's (``OTEL_BSP_*``) and
+    ``OTEL_RESOURCE_ATTRIBUTES`` are read by the OTel SDK itself, as the spec says. Not a
+    group of ``Settings``: its variables are the standard names, not ``MODELGATE_*``
+    ones, so ``create_app`` builds it beside ``Settings``."""
+
+    model_config = SettingsConfigDict(env_prefix="OTEL_", extra="ignore")
+
+    sdk_disabled: bool = False
+    # Unset: on when an endpoint is set. The spec's default is "otlp" (always on); ours is
+    # off, as tracing costs a little on every request and needs somewhere to send spans.
+    traces_exporter: Literal["", "otlp", "none"] = ""
+    exporter_otlp_endpoint: str = ""  # the collector's base URL; /v1/traces is appended
+    exporter_otlp_traces_endpoint: str = ""  # the full URL, used as is
+    # Only OTLP over HTTP with protobuf bodies: no gRPC stack in the image.
+    exporter_otlp_protocol: Literal["http/protobuf"] = "http/protobuf"
+    exporter_otlp_traces_protocol: Literal["", "http/protobuf"] = ""
+    # A request that comes with a sampled traceparent is traced; one without is traced
+    # with probability traces_sampler_arg (1 %: enough traces to find slow requests by,
+    # at ~1 % of requests paying for spans; bench/TRACING.md).
+    traces_sampler: TraceSampler = "parentbased_traceidratio"
+    traces_sampler_arg: float = Field(0.01, ge=0, le=1)
+    service_name: str = "modelgate"
+
+    @field_validator("exporter_otlp_endpoint", "exporter_otlp_traces_endpoint")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        parts = urlsplit(value)
+        if value and (parts.scheme not in ("http", "https") or not parts.netloc):
+            raise ValueError(f"{value!r} is not a URL like http://collector:4318")
+        return value
+
+    @property
+    def enabled(self) -> bool:
+        if self.sdk_disabled or self.traces_exporter == "none":
+            return False
+        return self.traces_exporter == "otlp" or bool(
+            self.exporter_otlp_endpoint or self.exporter_otlp_traces_endpoint
+        )
+
+    @property
+    def traces_endpoint(self) -> str:
+        """Where spans are POSTed, by the spec's rules for OTLP/HTTP."""
+        if self.exporter_otlp_traces_endpoint:
+            return self.exporter_otlp_traces_endpoint
+        base = self.exporter_otlp_endpoint or "http://localhost:4318"
+        return base.rstrip("/") + "/v1/traces"
 
 
 class Settings(BaseSettings):

@@ -30,7 +30,11 @@ async def charge(request: Request, worker: WorkerState, quota: str) -> RawHeader
     if not quotas.enabled:
         return None
     keyed = bool(worker.settings.auth.api_key_sha256)
-    verdict = await quotas.check(client_identity(request, keyed), quota)
+    if worker.tracing is None:
+        verdict = await quotas.check(client_identity(request, keyed), quota)
+    else:
+        with worker.tracing.step("quota lookup", {"modelgate.quota": quota}):
+            verdict = await quotas.check(client_identity(request, keyed), quota)
     if not verdict.allowed:
         worker.metrics.rate_limited.labels(quota).inc()
         raise RateLimited(

@@ -23,6 +23,7 @@ from modelgate.edge.ids import new_id
 from modelgate.errors import internal_error_body
 from modelgate.observability.logging import request_id_var
 from modelgate.observability.metrics import Metrics
+from modelgate.observability.tracing import trace_id
 from modelgate.protocols.handler import access_facts
 
 errors_log = logging.getLogger("modelgate.errors")
@@ -145,4 +146,7 @@ class Edge:
             entry["version"] = facts.version
             entry["cache"] = facts.cache
             entry["batch_rows"] = facts.batch_rows
+        traced = trace_id(scope)  # a sampled request's, when tracing is on
+        if traced is not None:
+            entry["trace_id"] = traced
         self.access_log.write_entry(entry)

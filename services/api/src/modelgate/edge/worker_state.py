@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from modelgate.inference.repository import ModelRepository
     from modelgate.inference.service import PredictionService
     from modelgate.observability.metrics import Metrics
+    from modelgate.observability.tracing import Tracing
     from modelgate.ranking.ranker import Ranker
     from modelgate.settings import Settings
     from modelgate.shared.control import FleetControl
@@ -50,6 +51,7 @@ class WorkerState:
     quotas: Quotas
     metrics: Metrics
     ranker: Ranker | None = None  # the feature store's client; None without Redis
+    tracing: Tracing | None = None  # None: tracing off (OTEL_*, settings.TracingSettings)
 
     def as_lifespan_state(self) -> dict[str, WorkerState]:
         return {_KEY: self}

@@ -30,10 +30,13 @@ from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
+from opentelemetry.trace import SpanContext
 
 from modelgate.errors import ModelNotReady, Overloaded
+from modelgate.observability.tracing import Carried, Tracing
 
 log = logging.getLogger("modelgate.batching")
 
@@ -45,6 +48,8 @@ class Pending:
     rows: np.ndarray
     future: asyncio.Future[tuple[np.ndarray, int]]
     enqueued_at: float
+    # The request's span context, when tracing is on (tracing.py: the batch's spans).
+    trace: SpanContext | None = None
     n: int = field(init=False)  # rows: read several times per batch, so kept
 
     def __post_init__(self) -> None:
@@ -102,6 +107,9 @@ class Batcher:
     in_flight: Callable[[], int] | None = None
     # Calls estimated to take less than this run on the event loop; 0: never.
     inline_below_s: float = 0.0
+    # Tracing (tracing.py): None when off; the model's attributes for the batch's spans.
+    tracing: Tracing | None = None
+    trace_attributes: dict[str, Any] = field(default_factory=dict)
     # Recent tensor calls (exponential averages): their duration and their rows.
     _call_s: float | None = None
     _call_rows: float = 1.0
@@ -139,7 +147,8 @@ class Batcher:
                 f"inference queue is full ({self._queued_rows} rows waiting); retry shortly"
             )
         future: asyncio.Future[tuple[np.ndarray, int]] = asyncio.get_running_loop().create_future()
-        self._queue.append(Pending(rows, future, self.clock()))
+        traced = None if self.tracing is None else self.tracing.current()
+        self._queue.append(Pending(rows, future, self.clock(), traced))
         self._queued_rows += rows.shape[0]
         self._wakeup.set()
         self.start()
@@ -187,7 +196,8 @@ class Batcher:
         started = time.perf_counter()
         self._running = len(batch)
         try:
-            if self._inline(size):
+            inline = self._inline(size)
+            if inline:
                 out, seconds = _timed(self.run_model, rows)
             else:
                 out, seconds = await asyncio.get_running_loop().run_in_executor(
@@ -202,14 +212,30 @@ class Batcher:
         finally:
             self._running = 0
         self._learn(size, seconds)
+        batch_s = time.perf_counter() - started
         if self.on_batch is not None:
             waits = [begun - p.enqueued_at for p in batch]
-            self.on_batch(size, time.perf_counter() - started, waits)
+            self.on_batch(size, batch_s, waits)
         offset = 0
         for p in batch:
             if not p.future.done():
                 p.future.set_result((out[offset : offset + p.n], size))
             offset += p.n
+        # After the answers are handed over: a sampled batch's spans delay nobody.
+        if self.tracing is not None:
+            self.tracing.batch(
+                [
+                    Carried(p.trace, p.n, begun - p.enqueued_at)
+                    for p in batch
+                    if p.trace is not None
+                ],
+                self.trace_attributes,
+                len(batch),
+                size,
+                batch_s,
+                seconds,
+                inline,
+            )
 
     def _inline(self, rows: int) -> bool:
         """Whether a call on ``rows`` rows is expected to beat the trip to the thread:

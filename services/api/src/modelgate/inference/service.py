@@ -30,6 +30,7 @@ from modelgate.observability.drift import InputHistogram
 from modelgate.observability.logging import request_id_var
 from modelgate.observability.metrics import Metrics
 from modelgate.observability.predlog import PredictionLog, Record
+from modelgate.observability.tracing import MODEL, VERSION, Tracing
 from modelgate.protocols.tensors import output_specs
 from modelgate.settings import BatchingSettings
 from modelgate.shared.cache import NullCache, PredictionCache, cache_key
@@ -67,6 +68,7 @@ class PredictionService:
     # Count served rows into the manifests' reference bins (drift.py; needs ``metrics``).
     count_inputs: bool = False
     last_prediction_at: float | None = None  # epoch seconds
+    tracing: Tracing | None = None  # None: tracing off
     # Per loaded version (keyed by identity, so a reloaded version gets fresh ones).
     _lanes: dict[int, _Lane] = field(default_factory=dict)
     _seen_snapshot: object = None
@@ -112,6 +114,8 @@ class PredictionService:
             ),
             in_flight=self.in_flight,
             inline_below_s=self.batching.inline_below_ms / 1000.0,
+            tracing=self.tracing,
+            trace_attributes={MODEL: model.name, VERSION: model.version},
         )
 
     def _prune(self) -> None:
@@ -138,6 +142,11 @@ class PredictionService:
             histogram = self._lane(model).histogram
             if histogram is not None:
                 self.metrics.count_features(model.name, model.version, histogram, rows)
+        trace_id = (
+            None
+            if self.tracing is None
+            else self.tracing.note_prediction(model.name, model.version, len(rows), sum(cached))
+        )
         # A rank request writes its own line (protocols/ranking.py): user, items, ranks.
         if self.prediction_log is not None and model.manifest.task is not Task.RANKING:
             self.prediction_log.append(
@@ -149,6 +158,7 @@ class PredictionService:
                     outputs=outputs,
                     cached=cached,
                     latency_ms=elapsed_ms(started),
+                    trace_id=trace_id,
                 )
             )
         return Prediction(model=model, outputs=outputs, cached=cached, batch_rows=batch_rows)
@@ -162,7 +172,14 @@ class PredictionService:
         name = lane.cached_as
         tag = model.manifest.digest
         keys = [cache_key(model.name, model.version, model.sha256, tag, r) for r in rows]
-        hits = [_cached_row(hit, name) for hit in await self.cache.get_many(keys)]
+        if self.tracing is None:
+            found = await self.cache.get_many(keys)
+        else:
+            with self.tracing.step("cache lookup", {"modelgate.rows": len(keys)}) as span:
+                found = await self.cache.get_many(keys)
+                if span is not None:
+                    span.set_attribute("modelgate.rows.cached", sum(h is not None for h in found))
+        hits = [_cached_row(hit, name) for hit in found]
         missing = [i for i, hit in enumerate(hits) if hit is None]
         if len(missing) == len(rows):
             outputs, batch_rows = await lane.batcher.submit(rows)

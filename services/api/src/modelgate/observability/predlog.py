@@ -119,6 +119,7 @@ class Record:
     latency_ms: float
     # A rank request's own fields (written in place of inputs, outputs and cached).
     ranking: dict[str, Any] | None = None
+    trace_id: str | None = None  # a sampled request's, when tracing is on (tracing.py)
 
 
 def named_inputs(manifest: Manifest, rows: np.ndarray) -> list[dict[str, Any]]:
@@ -229,6 +230,8 @@ class PredictionLog:
             "version": r.manifest.version,
             "latency_ms": r.latency_ms,
         }
+        if r.trace_id is not None:
+            envelope["trace_id"] = r.trace_id
         if r.ranking is not None:  # a rank request's own fields (protocols/ranking.py)
             return orjson.dumps({**envelope, **r.ranking}, option=orjson.OPT_APPEND_NEWLINE)
         return orjson.dumps(

@@ -19,7 +19,7 @@ from starlette.responses import Response
 from starlette.types import Scope
 
 from modelgate.edge.guard import charge, guard
-from modelgate.edge.worker_state import worker_state
+from modelgate.edge.worker_state import WorkerState, worker_state
 from modelgate.errors import FieldError, InvalidInput, ModelGateError
 from modelgate.inference.manifest import Task
 from modelgate.inference.runtime import LoadedModel
@@ -57,6 +57,21 @@ async def predict(
     protocol: Protocol, route: Route, request: Request, name: str | None, version: str | None
 ) -> Response:
     worker = worker_state(request)
+    if worker.tracing is not None:  # the request's server span around all of it
+        return await worker.tracing.request(
+            request.scope, route.path, _predict(protocol, route, request, name, version, worker)
+        )
+    return await _predict(protocol, route, request, name, version, worker)
+
+
+async def _predict(
+    protocol: Protocol,
+    route: Route,
+    request: Request,
+    name: str | None,
+    version: str | None,
+    worker: WorkerState,
+) -> Response:
     try:
         quota_headers = await guard(request, worker, route.quota)
         decoded = await route.decode(request, worker, name, version)

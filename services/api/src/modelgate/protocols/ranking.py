@@ -41,6 +41,7 @@ from modelgate.inference.validation import body_version, parse_json
 from modelgate.observability.logging import request_id_var
 from modelgate.observability.predlog import PredictionLog, Record
 from modelgate.observability.timefmt import iso_utc
+from modelgate.observability.tracing import recorded_trace_id
 from modelgate.protocols.base import Decoded, Protocol, Route
 from modelgate.ranking.features import FeaturesUnavailable
 from modelgate.ranking.ranker import Assembled, Ranker, RankResult
@@ -148,6 +149,7 @@ def _log_record(
         outputs=[],
         cached=[],
         latency_ms=latency_ms,
+        trace_id=recorded_trace_id(),
         ranking={
             "user_id": request.user_id,
             "item_ids": list(request.item_ids),

@@ -14,6 +14,9 @@ from typing import Annotated
 from pydantic import AliasChoices, Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from modelgate.settings import TracingSettings
+from modelgate.stack.infra import trace_sample_percent
+
 
 def checkout_root() -> Path:
     """The repository checkout this package runs from (infra/ lives there)."""
@@ -68,6 +71,13 @@ class StackConfig(BaseSettings):
     # test from one address past ~10k req/s needs it raised, or nginx answers 429.
     gateway_req_per_ip: int = Field(10000, ge=1)
     gateway_req_burst: int = Field(20000, ge=0)
+    # The share of gateway-started traces marked sampled. Unset: the replicas' own ratio
+    # (OTEL_TRACES_SAMPLER_ARG, which they inherit), so one knob sets both.
+    gateway_trace_sample_percent: float = Field(
+        default_factory=lambda: trace_sample_percent(TracingSettings().traces_sampler_arg),
+        ge=0.01,
+        le=100,
+    )
 
     @field_validator("replica_ports", mode="before")
     @classmethod

@@ -43,12 +43,19 @@ def gateway_values(
     req_per_ip: int = 10000,
     req_burst: int = 20000,
     conn_per_ip: int = 1024,
+    trace_sample_percent: float = 1.0,
 ) -> dict[str, str]:
     """The variables of the gateway template; compose sets the same names. ``metrics_log``
     is where the one-line-per-answer metrics log goes: ``syslog:server=HOST:PORT,...``
-    for the gateway log exporter (gatewaylog.py), or a file."""
+    for the gateway log exporter (gatewaylog.py), or a file. ``trace_sample_percent``: the
+    share of the traces the gateway starts that it marks sampled (nginx's split_clients
+    takes 0.01 to 100, two decimals; keep it at the replicas' OTEL_TRACES_SAMPLER_ARG)."""
     if len(upstreams) != 3:
         raise RenderError("the gateway template names exactly three replicas")
+    if not 0.01 <= trace_sample_percent <= 100 or round(trace_sample_percent, 2) != (
+        trace_sample_percent
+    ):
+        raise RenderError("trace_sample_percent: 0.01 to 100, at most two decimals")
     return {
         "GATEWAY_LISTEN": listen,
         "GATEWAY_STATUS_LISTEN": status_listen,
@@ -58,10 +65,17 @@ def gateway_values(
         "GATEWAY_REQ_PER_IP": str(req_per_ip),
         "GATEWAY_REQ_BURST": str(req_burst),
         "GATEWAY_CONN_PER_IP": str(conn_per_ip),
+        "GATEWAY_TRACE_SAMPLE_PERCENT": f"{trace_sample_percent:g}",
         "API_1": upstreams[0],
         "API_2": upstreams[1],
         "API_3": upstreams[2],
     }
+
+
+def trace_sample_percent(ratio: float) -> float:
+    """The gateway's sampled share for a replica sampler ratio (0 to 1), within what
+    nginx's split_clients takes: 0.01 % to 100 %, two decimals."""
+    return min(100.0, max(0.01, round(ratio * 100, 2)))
 
 
 def render_native_gateway(

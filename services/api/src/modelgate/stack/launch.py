@@ -245,6 +245,7 @@ def render_gateway(config: StackConfig, out_dir: Path) -> Path:
         metrics_log=f"syslog:server={h}:{config.gateway_log_port},nohostname,tag=modelgate",
         req_per_ip=config.gateway_req_per_ip,
         req_burst=config.gateway_req_burst,
+        trace_sample_percent=config.gateway_trace_sample_percent,
     )
     return render_native_gateway(config.infra, out_dir, values)
 
