@@ -20,9 +20,8 @@ from contextlib import ExitStack
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from modelgate.ports import free_port
-
 from bench import run
+from tests.ports import free_port
 
 
 def cpu_seconds(master: int) -> float:
