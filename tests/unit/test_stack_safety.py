@@ -4,9 +4,11 @@ signals only processes whose recorded start time matches (issue 18, items 3 and 
 from __future__ import annotations
 
 import argparse
+import json
 import stat
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -82,3 +84,28 @@ def test_stop_pid_leaves_a_process_whose_start_time_differs(
     stop_pid(group.pid, started, timeout=5)
     assert group.wait(10) is not None
     wait_until(lambda: not group_members(group.pid), 20, "group gone")
+
+
+def test_the_state_file_is_never_read_half_written(tmp_path: Path) -> None:
+    """The supervisor rewrites stack.json while clients poll it (a restart, `stack
+    status`, the fault suite): every read sees a whole file, the old or the new."""
+    config = StackConfig(dir=tmp_path, infra=tmp_path, model_repository=tmp_path)
+    running = [stack.Running(f"p{i}", 1000 + i, 1, "x" * 200) for i in range(20)]
+    stack.write_state(config, running)
+    done = threading.Event()
+
+    def rewrite() -> None:
+        for _ in range(300):
+            stack.write_state(config, running)
+        done.set()
+
+    writer = threading.Thread(target=rewrite)
+    writer.start()
+    reads = 0
+    while not done.is_set():
+        data = json.loads((tmp_path / stack.STATE_FILE).read_text())
+        assert len(data["processes"]) == 20
+        reads += 1
+    writer.join()
+    assert reads > 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == [stack.STATE_FILE]  # no temp left

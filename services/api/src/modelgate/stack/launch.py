@@ -428,8 +428,14 @@ def read_state(config: StackConfig) -> list[Running]:
 
 
 def write_state(config: StackConfig, running: list[Running]) -> None:
+    """Replace ``stack.json`` whole: readers (``stack status``, the supervisor's clients,
+    the fault suite) poll it while the supervisor restarts a process, and a file written
+    in place can be read empty or half-written."""
     data = {"processes": [r.__dict__ for r in running], "gateway": config.gateway_url}
-    (config.dir / STATE_FILE).write_text(json.dumps(data, indent=2))
+    path = config.dir / STATE_FILE
+    temp = path.with_name(f".{STATE_FILE}.{os.getpid()}")
+    temp.write_text(json.dumps(data, indent=2))
+    os.replace(temp, path)
 
 
 def stop_all(config: StackConfig, running: list[Running]) -> None:
