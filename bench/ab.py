@@ -53,18 +53,26 @@ def main() -> int:
         "B": dict(item.split("=", 1) for item in args.b_env),
     }
     (run.BENCH / "out").mkdir(exist_ok=True)
-    models = run.BENCH / "out" / "models"
-    subprocess.run(
-        [sys.executable, str(run.BENCH / "build_bench_model.py"), "--out", str(models)],
-        check=True,
-    )
-    b = run.Bench(args.seconds, args.warmup, 64, models, args.rounds)
+    # Each side's models come from its own checkout's script and package, so a manifest
+    # field one side adds (drift's `reference`) never reaches a side that refuses it.
+    models: dict[Path, Path] = {}
+    for side, src in (("a", args.a_src), ("b", args.b_src)):
+        out = run.BENCH / "out" / f"ab-models-{side}"
+        script = src.resolve().parents[2] / "bench" / "build_bench_model.py"
+        subprocess.run(
+            [sys.executable, str(script), "--out", str(out)],
+            check=True,
+            env={**os.environ, "PYTHONPATH": str(src)},
+        )
+        models[src] = out
+    b = run.Bench(args.seconds, args.warmup, 64, models[args.b_src], args.rounds)
 
     @contextmanager
     def modelgate(model: str, src: Path, env: dict[str, str]) -> Iterator[str]:
         changes = {"PYTHONPATH": str(src), **env}
         before = {name: os.environ.get(name) for name in changes}
         os.environ.update(changes)
+        b.models = models[src]
         try:
             with b.modelgate(model) as url:
                 yield url
