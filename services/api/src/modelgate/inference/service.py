@@ -128,24 +128,25 @@ class PredictionService:
     async def run(self, model: LoadedModel, rows: np.ndarray) -> Prediction:
         """Predict validated rows with one model version, through the cache."""
         started = time.perf_counter()
+        lane = self._lane(model)
         if self.cache.enabled:
-            outputs, cached, batch_rows = await self._through_cache(model, rows)
+            outputs, cached, batch_rows = await self._through_cache(lane, rows)
         else:  # every row goes to the model: no keys to hash, nothing to merge
-            outputs, batch_rows = await self._lane(model).batcher.submit(rows)
+            outputs, batch_rows = await lane.batcher.submit(rows)
             cached = [False] * len(rows)
+        n_cached = sum(cached)
         self.last_prediction_at = now = time.time()
         if self.metrics is not None:
             self.metrics.count_predictions(
-                model.name, model.version, len(rows), len(rows) - sum(cached)
+                model.name, model.version, len(rows), len(rows) - n_cached
             )
             # Every answered row, cached or not: drift is about what clients send.
-            histogram = self._lane(model).histogram
-            if histogram is not None:
-                self.metrics.count_features(model.name, model.version, histogram, rows)
+            if lane.histogram is not None:
+                self.metrics.count_features(model.name, model.version, lane.histogram, rows)
         trace_id = (
             None
             if self.tracing is None
-            else self.tracing.note_prediction(model.name, model.version, len(rows), sum(cached))
+            else self.tracing.note_prediction(model.name, model.version, len(rows), n_cached)
         )
         # A rank request writes its own line (protocols/ranking.py): user, items, ranks.
         if self.prediction_log is not None and model.manifest.task is not Task.RANKING:
@@ -164,11 +165,11 @@ class PredictionService:
         return Prediction(model=model, outputs=outputs, cached=cached, batch_rows=batch_rows)
 
     async def _through_cache(
-        self, model: LoadedModel, rows: np.ndarray
+        self, lane: _Lane, rows: np.ndarray
     ) -> tuple[np.ndarray, list[bool], int]:
         """Output rows (cached ones from the cache, the rest from the model, then
         stored), which rows were cached, and the rows of the model call (0: none)."""
-        lane = self._lane(model)
+        model = lane.model
         name = lane.cached_as
         tag = model.manifest.digest
         keys = [cache_key(model.name, model.version, model.sha256, tag, r) for r in rows]
