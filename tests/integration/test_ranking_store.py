@@ -13,6 +13,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
 import pytest
 import redis
 import torch
@@ -180,6 +182,16 @@ def test_a_reload_is_idempotent_and_get_reads_back(demo: Demo) -> None:
     first, second = (load.orjson.loads(line) for line in got.stdout.splitlines())
     assert first["user_id"] == 7 and second["features"] is None
     assert list(first["features"].values()) == pytest.approx(demo.users[7].tolist())
+
+
+def test_the_same_features_as_parquet_are_the_same_version(demo: Demo, tmp_path: Path) -> None:
+    """`features load --file x.parquet` reads what the CSV holds: same version, so nothing
+    is written again."""
+    users = pacsv.read_csv(demo.version_dir / "features" / "user.csv")
+    path = tmp_path / "user.parquet"
+    pq.write_table(users, path)
+    out = load_cli(demo.redis.url, "user", path)
+    assert "already current, nothing written" in out and "2,000 users" in out
 
 
 def test_a_new_version_switches_atomically(demo: Demo, tmp_path: Path) -> None:

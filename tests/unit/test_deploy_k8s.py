@@ -175,7 +175,8 @@ def test_dev_is_small_and_its_patches_hit_their_fields() -> None:
 def test_prod_serves_the_repository_from_a_read_only_pvc() -> None:
     objects = render("overlays/prod")
     pod = find(objects, "Deployment", "modelgate-api")["spec"]["template"]["spec"]
-    assert "initContainers" not in pod
+    # No copy of the image's demo models; the features are still loaded, from the PVC.
+    assert [c["name"] for c in pod["initContainers"]] == ["features"]
     volumes = {v["name"]: v for v in pod["volumes"]}
     claim = volumes["models"]["persistentVolumeClaim"]
     assert claim == {"claimName": "modelgate-models", "readOnly": True}
@@ -187,6 +188,28 @@ def test_prod_serves_the_repository_from_a_read_only_pvc() -> None:
         c["image"] for d in workloads(objects) for c in containers(d["spec"]["template"]["spec"])
     ):
         assert re.search(r":v?\d+\.\d+\.\d+", image), image
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_the_rankers_features_are_loaded_before_the_api_starts(overlay: str) -> None:
+    """As compose's one-shot `features` service: the same command, the replicas' Redis and
+    password file, the repository the api serves, after it is in place."""
+    objects = render(f"overlays/{overlay}")
+    pod = find(objects, "Deployment", "modelgate-api")["spec"]["template"]["spec"]
+    init = pod["initContainers"]
+    assert init[-1]["name"] == "features"
+    features, api = init[-1], pod["containers"][0]
+    assert features["command"] == SERVICES["features"]["command"]
+    assert features["image"] == api["image"]
+    env = {e["name"]: e.get("value") for e in features["env"]}
+    api_env = {e["name"]: e.get("value") for e in api["env"]}
+    for name in ("MODELGATE_MODEL_REPOSITORY", "MODELGATE_REDIS_URL",
+                 "MODELGATE_REDIS_PASSWORD_FILE"):  # fmt: skip
+        assert env[name] == api_env[name], name
+    mounts = {m["name"]: m["mountPath"] for m in features["volumeMounts"]}
+    api_mounts = {m["name"]: m["mountPath"] for m in api["volumeMounts"]}
+    assert mounts["models"] == api_mounts["models"] == env["MODELGATE_MODEL_REPOSITORY"]
+    assert mounts["redis-secret"] == api_mounts["redis-secret"]
 
 
 # ---- wiring ---------------------------------------------------------------------------------

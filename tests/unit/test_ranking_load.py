@@ -4,8 +4,11 @@ and versions that name the content."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 from modelgate.ranking import keys
@@ -63,9 +66,64 @@ def test_bad_files_are_refused_naming_the_line(
     assert where in str(info.value) and reason in str(info.value)
 
 
-def test_parquet_says_what_to_do_instead(tmp_path: Path) -> None:
-    with pytest.raises(LoadError, match="export the features as CSV"):
-        read_table(tmp_path / "users.parquet", Entity.USER)
+def write_parquet(tmp_path: Path, columns: dict[str, Any], name: str = "users.parquet") -> Path:
+    path = tmp_path / name
+    pq.write_table(pa.table(columns), path)
+    return path
+
+
+def test_parquet_reads_as_the_same_table_as_csv(tmp_path: Path) -> None:
+    csv_table = read_table(write(tmp_path, GOOD), Entity.USER)
+    parquet = write_parquet(
+        tmp_path,
+        {
+            "user_id": pa.array([7, 3], pa.int32()),
+            "ctr": pa.array([0.25, 0.5], pa.float64()),
+            "days_active": pa.array([30, 1000], pa.int64()),
+        },
+    )
+    t = read_table(parquet, Entity.USER)
+    assert t.columns == csv_table.columns
+    assert t.ids.tolist() == csv_table.ids.tolist()
+    np.testing.assert_array_equal(t.values, csv_table.values)
+    assert t.values.dtype == np.dtype("<f4")
+    # The version names the content, not the file format: loading either is the same.
+    assert t.version == csv_table.version
+
+
+@pytest.mark.parametrize(
+    ("columns", "reason"),
+    [
+        ({"item_id": [1], "ctr": [0.5]}, "first column must be user_id"),
+        ({"user_id": [1]}, "no feature columns"),
+        ({"user_id": pa.array([], pa.int64()), "ctr": pa.array([], pa.float64())}, "no rows"),
+        ({"user_id": [1.0], "ctr": [0.5]}, "user_id is a column of double, not of an integer"),
+        ({"user_id": ["7"], "ctr": [0.5]}, "user_id is a column of string"),
+        ({"user_id": [1, None], "ctr": [0.5, 0.6]}, "row 2: user_id is empty (null)"),
+        ({"user_id": [1, -4], "ctr": [0.5, 0.6]}, "row 2: user_id -4 is not a non-negative"),
+        (
+            {"user_id": pa.array([1, 2**64 - 1], pa.uint64()), "ctr": [0.5, 0.6]},
+            f"row 2: user_id {2**64 - 1} is not a non-negative int64",
+        ),
+        ({"user_id": [5, 1, 2, 1, 5], "ctr": [0.1] * 5}, "row 4: user_id 1 repeats row 2"),
+        ({"user_id": [1, 2], "device": ["mobile", "web"]}, "device is a column of string"),
+        ({"user_id": [1, 2], "ctr": [0.5, None]}, "row 2: ctr is empty (null)"),
+        ({"user_id": [1, 2], "ctr": [0.5, float("inf")]}, "row 2: ctr inf is not a finite"),
+    ],
+)
+def test_bad_parquet_files_are_refused_naming_the_row(
+    tmp_path: Path, columns: dict[str, Any], reason: str
+) -> None:
+    with pytest.raises(LoadError) as info:
+        read_table(write_parquet(tmp_path, columns), Entity.USER)
+    assert reason in str(info.value)
+
+
+def test_a_file_that_is_not_parquet_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(LoadError, match="not a readable Parquet file"):
+        read_table(write(tmp_path, GOOD, "users.parquet"), Entity.USER)
+    with pytest.raises(LoadError, match=r"expected a \.csv or \.parquet file"):
+        read_table(write(tmp_path, GOOD, "users.tsv"), Entity.USER)
 
 
 def test_keys_refuse_names_that_are_not_feature_sets() -> None:

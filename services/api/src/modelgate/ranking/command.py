@@ -23,7 +23,9 @@ if TYPE_CHECKING:
 
 def arguments(parser: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(dest="action", required=True)
-    ld = sub.add_parser("load", help="a CSV file → a new version of an entity's features")
+    ld = sub.add_parser(
+        "load", help="a CSV or Parquet file → a new version of an entity's features"
+    )
     gt = sub.add_parser("get", help="the current features of some ids, as JSON lines")
     sh = sub.add_parser(
         "load-shipped", help="every ranker's shipped feature files (as `stack up` loads them)"
@@ -41,7 +43,9 @@ def arguments(parser: argparse.ArgumentParser) -> None:
             help="default: MODELGATE_REDIS_URL, else the native stack's",
         )
         p.add_argument("--redis-password-file", type=Path, default=None)
-    ld.add_argument("--file", required=True, type=Path, help="FILE.csv: <entity>_id,features…")
+    ld.add_argument(
+        "--file", required=True, type=Path, help="FILE.csv or FILE.parquet: <entity>_id,features…"
+    )
     gt.add_argument("ids", nargs="+", type=int, metavar="ID")
 
 

@@ -1,10 +1,10 @@
 """``modelgate features load`` and ``get``: a feature file into the online store, and back.
 
-The file is CSV: a header ``<entity>_id,<feature>,…`` (e.g. ``user_id,historical_ctr,…``),
-then one row per entity, every value a number (a categorical feature: its value's index
-in the manifest's ``values``). Parquet would need pyarrow, which modelgate does not
-install (it is not in the lock, and a ~40 MB wheel for a loader is not worth it): export
-CSV instead (README, "Ranking").
+The file is CSV or Parquet: columns ``<entity>_id,<feature>,…`` (e.g.
+``user_id,historical_ctr,…``), one row per entity, every value a number (a categorical
+feature: its value's index in the manifest's ``values``). Parquet is read with pyarrow,
+the optional extra ``modelgate[parquet]``: a ~40 MB wheel that a replica never needs, so
+it is not in the image (the shipped features are CSV).
 
 Loading is idempotent and atomic: the version is the sha256 of what is loaded, a version
 already in the store is not written again, a new one is written whole under its own key
@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import cached_property
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 
 import numpy as np
 import orjson
@@ -65,33 +65,46 @@ class Table:
 
 def read_table(path: Path, entity: Entity) -> Table:
     if path.suffix == ".parquet":
-        raise LoadError(
-            f"{path}: Parquet needs pyarrow, which modelgate does not install; "
-            "export the features as CSV (README, 'Ranking (feature store)')"
-        )
+        return _read_parquet(path, entity)
     if path.suffix != ".csv":
-        raise LoadError(f"{path}: expected a .csv file")
+        raise LoadError(f"{path}: expected a .csv or .parquet file")
     try:
         with path.open(newline="") as f:
-            return _parse(csv.reader(f), path, entity)
+            return _parse_csv(csv.reader(f), path, entity)
     except OSError as exc:
         raise LoadError(f"{path}: {exc.strerror}") from None
     except (csv.Error, UnicodeDecodeError) as exc:
         raise LoadError(f"{path}: not a readable CSV file ({exc})") from None
 
 
-def _parse(reader: Iterable[list[str]], path: Path, entity: Entity) -> Table:
+def _feature_columns(header: list[str], where: str, entity: Entity) -> tuple[str, ...]:
+    """The feature names after the id column; the same rules for CSV and Parquet."""
+    id_column = f"{entity.value}_id"
+    if not header or header[0].strip() != id_column:
+        raise LoadError(f"{where}: the first column must be {id_column}")
+    columns = tuple(c.strip() for c in header[1:])
+    if not columns:
+        raise LoadError(f"{where}: no feature columns")
+    bad = [c for c in columns if not re.fullmatch(FEATURE_NAME, c)]
+    if bad or len(set(columns)) != len(columns):
+        raise LoadError(f"{where}: feature names must be unique and match {FEATURE_NAME}")
+    return columns
+
+
+def _table(entity: Entity, columns: tuple[str, ...], ids: np.ndarray, values: np.ndarray) -> Table:
+    return Table(
+        entity,
+        columns,
+        np.asarray(ids, np.int64),
+        np.asarray(values, np.float32).astype("<f4").reshape(len(ids), len(columns)),
+    )
+
+
+def _parse_csv(reader: Iterable[list[str]], path: Path, entity: Entity) -> Table:
     rows = iter(reader)
     header = next(rows, None)
     id_column = f"{entity.value}_id"
-    if not header or header[0].strip() != id_column:
-        raise LoadError(f"{path}:1: the first column must be {id_column}")
-    columns = tuple(c.strip() for c in header[1:])
-    if not columns:
-        raise LoadError(f"{path}:1: no feature columns")
-    bad = [c for c in columns if not re.fullmatch(FEATURE_NAME, c)]
-    if bad or len(set(columns)) != len(columns):
-        raise LoadError(f"{path}:1: feature names must be unique and match {FEATURE_NAME}")
+    columns = _feature_columns(header or [], f"{path}:1", entity)
     ids: list[int] = []
     values: list[list[float]] = []
     seen: dict[int, int] = {}
@@ -124,12 +137,77 @@ def _parse(reader: Iterable[list[str]], path: Path, entity: Entity) -> Table:
         values.append(parsed)
     if not ids:
         raise LoadError(f"{path}: no rows")
-    return Table(
-        entity,
-        columns,
-        np.array(ids, np.int64),
-        np.array(values, np.float32).astype("<f4").reshape(len(ids), len(columns)),
+    return _table(entity, columns, np.array(ids, np.int64), np.array(values, np.float64))
+
+
+def _read_parquet(path: Path, entity: Entity) -> Table:
+    """A Parquet file, checked column by column; errors name the row (1 = the first)."""
+    try:
+        import pyarrow as pa  # type: ignore[import-untyped]  # no py.typed
+        import pyarrow.parquet as pq  # type: ignore[import-untyped]
+    except ImportError:
+        raise LoadError(
+            f"{path}: reading Parquet needs pyarrow: the extra modelgate[parquet] "
+            "(or export the features as CSV)"
+        ) from None
+    try:
+        data = pq.read_table(path)
+    except (OSError, pa.ArrowException) as exc:
+        raise LoadError(f"{path}: not a readable Parquet file ({exc})") from None
+    columns = _feature_columns(list(data.column_names), str(path), entity)
+    if data.num_rows == 0:
+        raise LoadError(f"{path}: no rows")
+    id_column = data.column_names[0]
+    ids = _parquet_column(path, data, id_column, integer=True)
+    negative = np.flatnonzero((ids < 0) | (ids >= 2**63))
+    if negative.size:
+        row = int(negative[0])
+        raise LoadError(
+            f"{path}: row {row + 1}: {id_column} {ids[row]} is not a non-negative int64"
+        )
+    ids = ids.astype(np.int64)
+    order = np.argsort(ids, kind="stable")
+    repeats = np.flatnonzero(ids[order][1:] == ids[order][:-1])
+    if repeats.size:
+        later = order[repeats + 1]
+        k = int(np.argmin(later))
+        first, again = int(order[repeats[k]]), int(later[k])
+        raise LoadError(
+            f"{path}: row {again + 1}: {id_column} {ids[again]} repeats row {first + 1}"
+        )
+    values = np.column_stack(
+        [_parquet_column(path, data, name, integer=False) for name in data.column_names[1:]]
     )
+    return _table(entity, columns, ids, values)
+
+
+def _parquet_column(path: Path, data: Any, name: str, *, integer: bool) -> np.ndarray:
+    """One column as numbers: ids as integers (object dtype, so uint64 can't wrap), features
+    as float64; a null, a non-number or a non-finite value is refused, naming the row."""
+    import pyarrow as pa
+    import pyarrow.compute as pc  # type: ignore[import-untyped]
+
+    column = data.column(name)
+    kind = column.type
+    wanted = (
+        pa.types.is_integer(kind)
+        if integer
+        else (pa.types.is_integer(kind) or pa.types.is_floating(kind))
+    )
+    if not wanted:
+        what = "an integer" if integer else "a number"
+        raise LoadError(f"{path}: {name} is a column of {kind}, not of {what}")
+    if column.null_count:
+        row = int(pc.index(pc.is_null(column), True).as_py())
+        raise LoadError(f"{path}: row {row + 1}: {name} is empty (null)")
+    if integer:
+        return np.asarray(column.to_pylist(), dtype=object)
+    values: np.ndarray = np.asarray(column.to_numpy(), np.float64)
+    bad = np.flatnonzero(~np.isfinite(values))
+    if bad.size:
+        row = int(bad[0])
+        raise LoadError(f"{path}: row {row + 1}: {name} {values[row]} is not a finite number")
+    return values
 
 
 @dataclass(frozen=True)
