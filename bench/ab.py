@@ -18,7 +18,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
+import statistics
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -117,9 +119,14 @@ def main() -> int:
     for name, a in results.items():
         if name.startswith("A "):
             label, other = name[2:], results["B " + name[2:]]
+            # Round i of A and of B ran back to back: their ratio cancels what the
+            # machine did over minutes, which the medians of each side do not.
+            paired = [y / x for x, y in zip(a.rounds, other.rounds, strict=True)]
+            geo = math.exp(statistics.fmean(math.log(r) for r in paired))
             lines.append(
                 f"{label:<34} A {a.rps:>8.0f}/s  B {other.rps:>8.0f}/s  B/A "
-                f"{other.rps / a.rps:.3f}  rounds A {a.rounds} B {other.rounds}"
+                f"{other.rps / a.rps:.3f}  paired {geo:.3f} [{min(paired):.2f}–"
+                f"{max(paired):.2f}]  rounds A {a.rounds} B {other.rounds}"
             )
     args.out.write_text(json.dumps([vars(r) for r in b.results], indent=1) + "\n")
     print("\n".join(lines))
