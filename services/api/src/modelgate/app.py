@@ -14,7 +14,6 @@ import functools
 import logging
 from collections import deque
 from collections.abc import AsyncIterator
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -34,7 +33,7 @@ from modelgate.errors import ModelGateError, install_error_handlers
 from modelgate.inference.follow import AliasFollower, initial_sync
 from modelgate.inference.registry import MlflowRegistry, ModelRef
 from modelgate.inference.repository import ModelRepository
-from modelgate.inference.runtime import configure_torch
+from modelgate.inference.runtime import configure_torch, inference_executor
 from modelgate.inference.service import PredictionService
 from modelgate.observability.drift import InputHistogram
 from modelgate.observability.logging import configure_logging
@@ -121,7 +120,7 @@ async def worker_lifespan(
     app.state.lifecycle = lifecycle
     # One inference thread per worker: torch ops run serially in it, with
     # settings.torch_threads intra-op threads, while the event loop stays free.
-    executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="inference")
+    executor = inference_executor(settings.torch_threads)
     # Here, not in create_app: the span processor's export thread must start in the
     # worker, after gunicorn forked it.
     tracing = Tracing.from_settings(tracing_settings, settings.instance)

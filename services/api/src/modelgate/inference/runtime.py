@@ -18,6 +18,7 @@ import logging
 import warnings
 import zipfile
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -49,6 +50,24 @@ def configure_torch(threads: int) -> None:
     # Only settable before the first parallel op; fine if it already was.
     with contextlib.suppress(RuntimeError):
         torch.set_num_interop_threads(1)
+
+
+def inference_executor(threads: int) -> ThreadPoolExecutor:
+    """The worker's one inference thread, with ``threads`` intra-op threads of its own.
+
+    ``torch.set_num_threads`` sets OpenMP's thread count for the calling thread only (an
+    OpenMP setting is per thread); a new thread starts at one per core, and MKL's sgemm,
+    which torch calls directly, takes that. Without this every matrix multiply in the
+    inference thread forked a team of one thread per core, whose spin barriers stalled
+    for milliseconds whenever another process held a core: 25 ms per 21 µs ranking call
+    under S6 (bench/RANKING.md).
+    """
+    return ThreadPoolExecutor(
+        max_workers=1,
+        thread_name_prefix="inference",
+        initializer=torch.set_num_threads,
+        initargs=(threads,),
+    )
 
 
 def read_verified(path: Path, manifest: Manifest) -> bytes:
