@@ -172,8 +172,8 @@ def run_batches(model_seconds: float, inline_below_s: float, calls: int) -> list
 
         def model(x: np.ndarray) -> np.ndarray:
             on_loop_thread.append(threading.get_ident() == loop_thread)
-            deadline = time.perf_counter() + model_seconds
-            while time.perf_counter() < deadline:
+            deadline = time.thread_time() + model_seconds  # CPU, as the batcher measures
+            while time.thread_time() < deadline:
                 pass
             return x[:, 0]
 
@@ -204,6 +204,31 @@ def test_inline_calls_off_when_the_threshold_is_zero() -> None:
     assert run_batches(0.0, inline_below_s=0.0, calls=3) == [False, False, False]
 
 
+def test_waiting_in_the_thread_is_not_counted_as_the_calls_cost() -> None:
+    """A call that waits in the inference thread (there: for the GIL, held by a busy
+    event loop, or for a core) costs the loop nothing when run inline; only its CPU time
+    counts. Counted as wall time, it kept every later call in the thread."""
+    on_loop_thread: list[bool] = []
+
+    async def scenario() -> None:
+        loop_thread = threading.get_ident()
+
+        def model(x: np.ndarray) -> np.ndarray:
+            on_loop_thread.append(threading.get_ident() == loop_thread)
+            if not on_loop_thread[-1]:
+                time.sleep(0.01)  # waiting, not computing
+            return x[:, 0]
+
+        with ThreadPoolExecutor(1) as ex:
+            b = Batcher(model, ex, 8, 0.0, 100, inline_below_s=0.002)
+            for _ in range(3):
+                await b.submit(np.zeros((1, 1), np.float32))
+            await b.close()
+
+    asyncio.run(scenario())
+    assert on_loop_thread == [False, True, True]
+
+
 def test_a_call_slower_than_expected_sends_the_next_back_to_the_thread() -> None:
     durations = iter([0.0, 0.0, 0.004] + [0.0] * 9)
     on_loop_thread: list[bool] = []
@@ -213,8 +238,8 @@ def test_a_call_slower_than_expected_sends_the_next_back_to_the_thread() -> None
 
         def model(x: np.ndarray) -> np.ndarray:
             on_loop_thread.append(threading.get_ident() == loop_thread)
-            deadline = time.perf_counter() + next(durations)
-            while time.perf_counter() < deadline:
+            deadline = time.thread_time() + next(durations)
+            while time.thread_time() < deadline:
                 pass
             return x[:, 0]
 
