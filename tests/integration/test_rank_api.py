@@ -21,7 +21,15 @@ from modelgate.client import APIError, AsyncClient, Client, Ranking
 from modelgate.edge.responses import documented
 from modelgate.inference.manifest import read_manifest
 from modelgate.inference.runtime import load_model
-from tests.conftest import RedisServer, Server, start_redis, start_replica, stop_process, wait_until
+from tests.conftest import (
+    RedisServer,
+    Server,
+    commandstats,
+    start_redis,
+    start_replica,
+    stop_process,
+    wait_until,
+)
 from tests.integration.test_ranking_store import (
     CONTEXT,
     SET,
@@ -64,6 +72,7 @@ def served(demo_models: Path, tmp_path_factory: pytest.TempPathFactory) -> Itera
                 "MODELGATE_REDIS_URL": server.url,
                 "MODELGATE_PREDICTION_LOG__DIR": str(log_dir),
                 "MODELGATE_DEFAULT_MODEL": "iris",
+                "MODELGATE_CACHE__ENABLED": "true",
             },
         )
         demo = Demo(
@@ -154,6 +163,34 @@ def test_a_ranker_is_refused_on_prediction_routes_and_a_classifier_on_rank(
     assert 400 <= v1.status_code < 500, v1.text
     wrong = post(served, "/models/iris/rank", {"user_id": 1, "item_ids": [1]})
     assert wrong.status_code == 422 and "model" in [e["field"] for e in wrong.json()["errors"]]
+
+
+def test_rank_skips_the_prediction_cache_that_a_classifier_uses(served: Served) -> None:
+    """A rank request's Redis work is its one feature fetch (EVALSHA and the reads its
+    script makes); the cache, on in this replica, is left alone (service.py says why)."""
+    url = served.demo.redis.url
+    script_reads = {"cmdstat_evalsha", "cmdstat_get", "cmdstat_hget", "cmdstat_hmget"}
+
+    def changed(before: dict[str, Any]) -> set[str]:
+        after = commandstats(url)
+        return {
+            k for k, v in after.items()
+            if k.startswith("cmdstat_") and v["calls"] != before.get(k, {}).get("calls", 0)
+            and k not in ("cmdstat_info", "cmdstat_hello", "cmdstat_client")
+        }  # fmt: skip
+
+    before = commandstats(url)
+    body = {"user_id": 11, "item_ids": [4, 5, 6], "context": CONTEXT}
+    for _ in range(2):
+        r = post(served, "/models/feed/rank", body)
+        assert r.status_code == 200 and r.headers["x-cache"] == "MISS", r.text
+    assert changed(before) == script_reads
+
+    before = commandstats(url)
+    row = {"features": [5.1, 3.5, 1.4, 0.2]}
+    assert post(served, "/models/iris/predict", row).headers["x-cache"] == "MISS"
+    assert post(served, "/models/iris/predict", row).headers["x-cache"] == "HIT"
+    assert changed(before) - script_reads, "the classifier's predictions used the cache"
 
 
 def test_metrics_and_the_prediction_log(served: Served) -> None:

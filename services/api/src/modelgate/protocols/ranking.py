@@ -6,7 +6,7 @@
 Run by the one prediction handler (``handler.py``) like every protocol's routes::
 
     guard → decode: parse, fetch the features (one Redis round trip), assemble the
-            [n_items, F] rows → PredictionService.run (batcher, cache, prediction log)
+            [n_items, F] rows → PredictionService.run (batcher; no cache, service.py)
           → encode: order the scores, answer
 
 * ``/rank`` ranks with the default ranker: the only ranking model served, or the first by
