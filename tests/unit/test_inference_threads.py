@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from modelgate.inference.runtime import inference_executor
+from modelgate.inference.runtime import inference_executor, torch_thread_pool
 
 
 def _openmp() -> ctypes.CDLL:
@@ -25,10 +25,17 @@ def _openmp() -> ctypes.CDLL:
 
 
 @pytest.mark.parametrize("threads", [1, 2])
-def test_the_inference_thread_has_the_workers_thread_count(threads: int) -> None:
+@pytest.mark.parametrize("pool", ["inference", "default"])
+def test_the_workers_threads_have_its_thread_count(threads: int, pool: str) -> None:
+    """The inference thread, and the worker's default executor (asyncio.to_thread: model
+    loads on a hot reload), which app.worker_lifespan builds the same way."""
     torch.zeros(1)  # torch loaded its libraries
     omp = _openmp()
-    executor = inference_executor(threads)
+    executor = (
+        inference_executor(threads)
+        if pool == "inference"
+        else torch_thread_pool(threads, None, "worker")
+    )
     try:
         assert executor.submit(omp.omp_get_max_threads).result(timeout=30) == threads
     finally:

@@ -33,7 +33,7 @@ from modelgate.errors import ModelGateError, install_error_handlers
 from modelgate.inference.follow import AliasFollower, initial_sync
 from modelgate.inference.registry import MlflowRegistry, ModelRef
 from modelgate.inference.repository import ModelRepository
-from modelgate.inference.runtime import configure_torch, inference_executor
+from modelgate.inference.runtime import configure_torch, inference_executor, torch_thread_pool
 from modelgate.inference.service import PredictionService
 from modelgate.observability.drift import InputHistogram
 from modelgate.observability.logging import configure_logging
@@ -112,6 +112,11 @@ async def worker_lifespan(
     tracing_settings: TracingSettings,
 ) -> AsyncIterator[dict[str, Any]]:
     configure_torch(settings.torch_threads)
+    # asyncio.to_thread's threads load models on a hot reload (warm-up, trace checks):
+    # the same intra-op count as the inference thread (runtime.torch_thread_pool).
+    asyncio.get_running_loop().set_default_executor(
+        torch_thread_pool(settings.torch_threads, None, "worker")
+    )
     lifecycle = Lifecycle()
     repository, follower_refs, mlflow = await load_repository(settings, metrics)
     publish_served(metrics, repository, settings.drift.enabled)

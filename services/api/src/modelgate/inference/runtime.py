@@ -52,8 +52,8 @@ def configure_torch(threads: int) -> None:
         torch.set_num_interop_threads(1)
 
 
-def inference_executor(threads: int) -> ThreadPoolExecutor:
-    """The worker's one inference thread, with ``threads`` intra-op threads of its own.
+def torch_thread_pool(threads: int, max_workers: int | None, name: str) -> ThreadPoolExecutor:
+    """A thread pool whose threads run torch with ``threads`` intra-op threads each.
 
     ``torch.set_num_threads`` sets OpenMP's thread count for the calling thread only (an
     OpenMP setting is per thread); a new thread starts at one per core, and MKL's sgemm,
@@ -63,11 +63,16 @@ def inference_executor(threads: int) -> ThreadPoolExecutor:
     under S6 (bench/RANKING.md).
     """
     return ThreadPoolExecutor(
-        max_workers=1,
-        thread_name_prefix="inference",
+        max_workers=max_workers,
+        thread_name_prefix=name,
         initializer=torch.set_num_threads,
         initargs=(threads,),
     )
+
+
+def inference_executor(threads: int) -> ThreadPoolExecutor:
+    """The worker's one inference thread: torch ops run serially in it."""
+    return torch_thread_pool(threads, 1, "inference")
 
 
 def read_verified(path: Path, manifest: Manifest) -> bytes:
