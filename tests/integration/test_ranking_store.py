@@ -284,7 +284,7 @@ def test_the_shipped_feature_files_load_at_stack_start(
     shutil.copytree(demo_models / "iris", no_ranker / "iris")
     with redis.Redis.from_url(redis_server.url) as client:
         assert seed.load_shipped(client, no_ranker) == []
-        first = dict(seed.load_shipped(client, demo_models))
+        first = {o.what: o for o in seed.load_shipped(client, demo_models)}
     assert set(first) == {f"{SET}/user", f"{SET}/item"}
     assert first[f"{SET}/user"].written == 2000 and first[f"{SET}/item"].written == 1000
     again = cli("load-shipped", "--model-repository", str(demo_models),
@@ -295,6 +295,28 @@ def test_the_shipped_feature_files_load_at_stack_start(
         f"{SET}/user: 2,000 rows, version {first[f'{SET}/user'].version}, 0 written",
         f"{SET}/item: 1,000 rows, version {first[f'{SET}/item'].version}, 0 written",
     ]
+    # An operator's load since is never rolled back by the shipped files (every
+    # Kubernetes pod runs load-shipped in its init container).
+    changed = tmp_path / "item.csv"
+    lines = (demo_models / "feed" / "1" / "features" / "item.csv").read_text().splitlines()
+    changed.write_text("\n".join(lines[:-1]) + "\n")  # one item fewer: a new version
+    load_cli(redis_server.url, "item", changed)
+    mine = load.read_table(changed, Entity.ITEM).version
+    again = cli("load-shipped", "--model-repository", str(demo_models),
+                "--redis-url", redis_server.url)  # fmt: skip
+    assert again.returncode == 0, again.stderr
+    shipped_item = first[f"{SET}/item"].version
+    assert f"{SET}/item: version {mine}, loaded since, stays current; shipped version " \
+        f"{shipped_item} not loaded" in again.stdout.splitlines()  # fmt: skip
+    with redis.Redis.from_url(redis_server.url) as client:
+        current = load.get(client, SET, Entity.ITEM, [0])
+        assert current is not None and current.version == mine
+        # No staging table is left behind, and the loaded table does not expire.
+        assert not list(client.scan_iter(match="mgfeat:*:staging:*"))
+        table_key = f"mgfeat:{{{SET}}}:item:v:{mine}"
+        assert client.exists(table_key) and client.ttl(table_key) == -1
+    # Back to the shipped items for whatever else uses this Redis.
+    load_cli(redis_server.url, "item", demo_models / "feed" / "1" / "features" / "item.csv")
     missing = cli("load-shipped", "--model-repository", str(tmp_path / "nowhere"),
                   "--redis-url", redis_server.url)  # fmt: skip
     assert missing.returncode == 2 and "no model repository" in missing.stderr

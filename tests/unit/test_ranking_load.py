@@ -109,6 +109,9 @@ def test_parquet_reads_as_the_same_table_as_csv(tmp_path: Path) -> None:
         ({"user_id": [1, 2], "device": ["mobile", "web"]}, "device is a column of string"),
         ({"user_id": [1, 2], "ctr": [0.5, None]}, "row 2: ctr is empty (null)"),
         ({"user_id": [1, 2], "ctr": [0.5, float("inf")]}, "row 2: ctr inf is not a finite"),
+        ({"user_id": [1, 2], "ctr": [0.5, 1e39]}, "row 2: ctr 1e+39 is not a finite float32"),
+        ({"user_id": [1], "ctr": [0.5], "__index_level_0__": [0]}, "index=False"),
+        ({"user_id": [1], "ctr": [0.5], "flag": [True]}, "flag is a column of bool"),
     ],
 )
 def test_bad_parquet_files_are_refused_naming_the_row(
@@ -117,6 +120,39 @@ def test_bad_parquet_files_are_refused_naming_the_row(
     with pytest.raises(LoadError) as info:
         read_table(write_parquet(tmp_path, columns), Entity.USER)
     assert reason in str(info.value)
+
+
+def test_a_feature_named_like_the_id_column_is_refused(tmp_path: Path) -> None:
+    """A LoadError naming it, never a KeyError (pyarrow itself refuses such a Parquet file;
+    a CSV reaches our own check)."""
+    path = tmp_path / "users.parquet"
+    table = pa.Table.from_arrays([pa.array([1]), pa.array([0.5])], names=["user_id", "user_id"])
+    pq.write_table(table, path)
+    with pytest.raises(LoadError, match="user_id"):
+        read_table(path, Entity.USER)
+    with pytest.raises(LoadError, match="other than user_id: 'user_id'"):
+        read_table(write(tmp_path, "user_id,ctr,user_id\n1,0.5,2\n"), Entity.USER)
+
+
+def test_errors_name_the_row_across_row_groups(tmp_path: Path) -> None:
+    """A file of many row groups (pyarrow reads it as chunks): rows count from the file's
+    first row, not the chunk's."""
+    path = tmp_path / "users.parquet"
+    ctr = [0.5] * 10
+    ctr[7] = float("nan")
+    pq.write_table(pa.table({"user_id": list(range(10)), "ctr": ctr}), path, row_group_size=3)
+    with pytest.raises(LoadError, match="row 8: ctr nan"):
+        read_table(path, Entity.USER)
+    ids = list(range(10))
+    ids[8] = 2
+    pq.write_table(pa.table({"user_id": ids, "ctr": [0.5] * 10}), path, row_group_size=3)
+    with pytest.raises(LoadError, match="row 9: user_id 2 repeats row 3"):
+        read_table(path, Entity.USER)
+
+
+def test_a_value_beyond_float32_is_refused_in_csv_too(tmp_path: Path) -> None:
+    with pytest.raises(LoadError, match=":2: ctr '1e39' is beyond float32's range"):
+        read_table(write(tmp_path, "user_id,ctr\n1,1e39\n"), Entity.USER)
 
 
 def test_a_file_that_is_not_parquet_is_refused(tmp_path: Path) -> None:

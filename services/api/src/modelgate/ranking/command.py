@@ -123,13 +123,13 @@ def _load_shipped(client: redis.Redis, repository: Path | None) -> int:
         sys.stderr.write(f"modelgate features load-shipped: no model repository at {root}\n")
         return 2
     try:
-        reports = seed.load_shipped(client, root)
+        outcomes = seed.load_shipped(client, root)
     except load.LoadError as exc:
         sys.stderr.write(f"modelgate features load-shipped: {exc}\n")
         return 2
-    for what, r in reports:
-        sys.stdout.write(f"{what}: {r.count:,} rows, version {r.version}, {r.written:,} written\n")
-    if not reports:
+    for outcome in outcomes:
+        sys.stdout.write(outcome.line() + "\n")
+    if not outcomes:
         sys.stdout.write(f"no ranker in {root} ships feature files: nothing loaded\n")
     return 0
 

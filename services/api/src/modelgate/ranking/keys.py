@@ -7,6 +7,9 @@ For feature set ``S`` and entity ``E`` (``user`` or ``item``)::
                                 value = its features as packed little-endian float32
     mgfeat:{S}:E:v:VERSION:meta → JSON: {"columns": [...], "count": n, "loaded_at": ...}
     mgfeat:{S}:E:versions     → a sorted set of the versions kept (score: load time)
+    mgfeat:{S}:E:shipped      → the version ``load-shipped`` last made current (seed.py)
+    mgfeat:{S}:E:v:VERSION:staging:TOKEN → a hash being written by one loader, renamed
+                                to the version's key when whole (expires if abandoned)
 
 A version is the sha256 (16 hex digits) of what was loaded — columns, ids and values —
 so loading the same file twice writes nothing, and a new version never shares a key
@@ -63,3 +66,13 @@ def meta(feature_set: str, entity: Entity, version: str) -> str:
 
 def versions(feature_set: str, entity: Entity) -> str:
     return f"{_base(feature_set, entity)}:versions"
+
+
+def shipped(feature_set: str, entity: Entity) -> str:
+    return f"{_base(feature_set, entity)}:shipped"
+
+
+def staging(feature_set: str, entity: Entity, version: str, token: str) -> str:
+    if not re.fullmatch(r"[0-9a-f]{16}", token):
+        raise ValueError(f"staging token {token!r} must be 16 hex digits")
+    return f"{table(feature_set, entity, version)}:staging:{token}"

@@ -17,6 +17,7 @@ import csv
 import hashlib
 import math
 import re
+import secrets
 import sys
 import time
 from collections.abc import Iterable
@@ -40,6 +41,10 @@ CHUNK = 2000
 # Versions kept per entity: the current one and the one before (a request may still be
 # reading it, and it is the way back).
 KEEP_VERSIONS = 2
+# Features are stored as float32: a larger value would become inf.
+FLOAT32_MAX = float(np.finfo(np.float32).max)
+# A staging table left by a loader that died is deleted by Redis after this long.
+STAGING_TTL_S = 3600
 
 
 class LoadError(Exception):
@@ -85,9 +90,16 @@ def _feature_columns(header: list[str], where: str, entity: Entity) -> tuple[str
     columns = tuple(c.strip() for c in header[1:])
     if not columns:
         raise LoadError(f"{where}: no feature columns")
-    bad = [c for c in columns if not re.fullmatch(FEATURE_NAME, c)]
-    if bad or len(set(columns)) != len(columns):
-        raise LoadError(f"{where}: feature names must be unique and match {FEATURE_NAME}")
+    bad = [c for c in columns if not re.fullmatch(FEATURE_NAME, c) or c == id_column]
+    bad += sorted({c for c in columns if columns.count(c) > 1} - set(bad))
+    if bad:
+        hint = (
+            " (a pandas index? write it with index=False)" if any("index" in c for c in bad) else ""
+        )
+        raise LoadError(
+            f"{where}: feature names must be unique and match {FEATURE_NAME}, other than "
+            f"{id_column}: {', '.join(map(repr, bad))}{hint}"
+        )
     return columns
 
 
@@ -132,6 +144,8 @@ def _parse_csv(reader: Iterable[list[str]], path: Path, entity: Entity) -> Table
                 value = math.nan
             if not math.isfinite(value):
                 raise LoadError(f"{path}:{line}: {name} {text!r} is not a finite number")
+            if abs(value) > FLOAT32_MAX:
+                raise LoadError(f"{path}:{line}: {name} {text!r} is beyond float32's range")
             parsed.append(value)
         ids.append(entity_id)
         values.append(parsed)
@@ -158,10 +172,12 @@ def _read_parquet(path: Path, entity: Entity) -> Table:
     if data.num_rows == 0:
         raise LoadError(f"{path}: no rows")
     id_column = data.column_names[0]
-    ids = _parquet_column(path, data, id_column, integer=True)
-    negative = np.flatnonzero((ids < 0) | (ids >= 2**63))
-    if negative.size:
-        row = int(negative[0])
+    ids = _parquet_column(path, data, 0, integer=True)
+    # Compared in the column's own type: an unsigned id may not fit int64, a signed one
+    # may be negative.
+    outside = ids >= 2**63 if ids.dtype.kind == "u" else ids < 0
+    if outside.any():
+        row = int(np.flatnonzero(outside)[0])
         raise LoadError(
             f"{path}: row {row + 1}: {id_column} {ids[row]} is not a non-negative int64"
         )
@@ -176,18 +192,19 @@ def _read_parquet(path: Path, entity: Entity) -> Table:
             f"{path}: row {again + 1}: {id_column} {ids[again]} repeats row {first + 1}"
         )
     values = np.column_stack(
-        [_parquet_column(path, data, name, integer=False) for name in data.column_names[1:]]
+        [_parquet_column(path, data, i, integer=False) for i in range(1, data.num_columns)]
     )
     return _table(entity, columns, ids, values)
 
 
-def _parquet_column(path: Path, data: Any, name: str, *, integer: bool) -> np.ndarray:
-    """One column as numbers: ids as integers (object dtype, so uint64 can't wrap), features
-    as float64; a null, a non-number or a non-finite value is refused, naming the row."""
+def _parquet_column(path: Path, data: Any, index: int, *, integer: bool) -> np.ndarray:
+    """One column as numbers: ids in their integer type, features as float64; a null, a
+    non-number, or a value that is not a finite float32 is refused, naming the row.
+    (Dictionary-encoded and boolean columns are refused too: cast them to numbers.)"""
     import pyarrow as pa
     import pyarrow.compute as pc  # type: ignore[import-untyped]
 
-    column = data.column(name)
+    column, name = data.column(index), data.column_names[index]
     kind = column.type
     wanted = (
         pa.types.is_integer(kind)
@@ -201,12 +218,14 @@ def _parquet_column(path: Path, data: Any, name: str, *, integer: bool) -> np.nd
         row = int(pc.index(pc.is_null(column), True).as_py())
         raise LoadError(f"{path}: row {row + 1}: {name} is empty (null)")
     if integer:
-        return np.asarray(column.to_pylist(), dtype=object)
+        return np.asarray(column.to_numpy())
     values: np.ndarray = np.asarray(column.to_numpy(), np.float64)
-    bad = np.flatnonzero(~np.isfinite(values))
+    bad = np.flatnonzero(~(np.abs(values) <= FLOAT32_MAX))  # NaN compares False
     if bad.size:
         row = int(bad[0])
-        raise LoadError(f"{path}: row {row + 1}: {name} {values[row]} is not a finite number")
+        raise LoadError(
+            f"{path}: row {row + 1}: {name} {values[row]} is not a finite float32 number"
+        )
     return values
 
 
@@ -247,24 +266,35 @@ def load(
     start = time.perf_counter()
     entity, version = table.entity, table.version
     pointer = keys.pointer(feature_set, entity)
-    if _text(client.get(pointer)) == version:
+    if text(client.get(pointer)) == version:
         if progress is not None:
             progress.update(progress.total)
         return LoadReport(version, version, len(table.ids), 0, time.perf_counter() - start)
     written = 0
     meta_key = keys.meta(feature_set, entity, version)
     if not client.exists(meta_key):  # the meta key is written last: its absence = incomplete
-        table_key = keys.table(feature_set, entity, version)
-        client.delete(table_key)  # what an interrupted load of this version left
+        # Written under a key of this loader's own, then renamed whole: loaders running at
+        # once (every Kubernetes pod's init container) never write into each other's
+        # table, and one that dies leaves only its staging key, which expires.
+        staging = keys.staging(feature_set, entity, version, secrets.token_hex(8))
         for at in range(0, len(table.ids), CHUNK):
             ids = table.ids[at : at + CHUNK].tolist()
             rows = table.values[at : at + CHUNK]
-            client.hset(
-                table_key, mapping={str(i): r.tobytes() for i, r in zip(ids, rows, strict=True)}
+            pipe = client.pipeline(transaction=False)
+            pipe.hset(
+                staging, mapping={str(i): r.tobytes() for i, r in zip(ids, rows, strict=True)}
             )
+            pipe.expire(staging, STAGING_TTL_S)
+            pipe.execute()
             written += len(ids)
             if progress is not None:
                 progress.update(written)
+        # RENAME keeps the staging key's expiry: PERSIST drops it, in the same transaction.
+        table_key = keys.table(feature_set, entity, version)
+        done = client.pipeline(transaction=True)
+        done.rename(staging, table_key)
+        done.persist(table_key)
+        done.execute()
         meta = {
             "columns": list(table.columns),
             "count": len(table.ids),
@@ -276,16 +306,14 @@ def load(
     # The switch: one command, so readers see the old version or the new, never a mix.
     previous = client.set(pointer, version, get=True)
     _prune(client, feature_set, entity, version, time.time())
-    return LoadReport(
-        version, _text(previous), len(table.ids), written, time.perf_counter() - start
-    )
+    return LoadReport(version, text(previous), len(table.ids), written, time.perf_counter() - start)
 
 
 def _prune(client: redis.Redis, feature_set: str, entity: Entity, version: str, now: float) -> None:
     """Keep the newest ``KEEP_VERSIONS`` versions; delete the tables of the others."""
     index = keys.versions(feature_set, entity)
     client.zadd(index, {version: now})
-    for old in map(_text, client.zrange(index, 0, -KEEP_VERSIONS - 1)):
+    for old in map(text, client.zrange(index, 0, -KEEP_VERSIONS - 1)):
         if old is None:
             continue
         if keys.VERSION.fullmatch(old):
@@ -302,7 +330,7 @@ class Stored:
 
 def get(client: redis.Redis, feature_set: str, entity: Entity, ids: list[int]) -> Stored | None:
     """The current version's features of ``ids``; None when nothing is loaded."""
-    version = _text(client.get(keys.pointer(feature_set, entity)))
+    version = text(client.get(keys.pointer(feature_set, entity)))
     if version is None or not keys.VERSION.fullmatch(version):
         return None
     meta = client.get(keys.meta(feature_set, entity, version))
@@ -316,7 +344,7 @@ def get(client: redis.Redis, feature_set: str, entity: Entity, ids: list[int]) -
     return Stored(version, columns, rows)
 
 
-def _text(value: object) -> str | None:
+def text(value: object) -> str | None:
     """A reply as text (redis-py's types allow str, though this client returns bytes)."""
     if isinstance(value, bytes):
         return value.decode()

@@ -3,20 +3,25 @@
 A ranker's version directory may hold ``features/user.csv`` and ``features/item.csv``
 (the demo ranker's do: ``make models``). For each ranking model of a repository, the
 highest version's files are loaded into its feature set; loading is idempotent (load.py),
-so starting a stack again writes nothing. Features loaded by ``modelgate features load``
-later take over as usual (the newest load is current).
+so starting a stack again writes nothing.
+
+Shipped files never roll back an operator's load: each entity's ``shipped`` key
+(keys.py) remembers the version this loader last made current, and when another version
+is current (``modelgate features load`` ran since), the shipped file is left unloaded.
+That matters where this runs often: on Kubernetes it is every api pod's init container.
 """
 
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 
 import redis
 
 from modelgate.inference.manifest import Task, read_manifest
 from modelgate.inference.repository import discover
-from modelgate.ranking import load
+from modelgate.ranking import keys, load
 from modelgate.ranking.keys import Entity
 
 log = logging.getLogger("modelgate.ranking")
@@ -42,10 +47,36 @@ def shipped(repository: Path) -> list[tuple[str, Entity, Path]]:
     return out
 
 
-def load_shipped(client: redis.Redis, repository: Path) -> list[tuple[str, load.LoadReport]]:
-    """Load every shipped feature file; raises ``load.LoadError`` or ``redis.RedisError``."""
-    reports = []
+@dataclass(frozen=True)
+class Outcome:
+    what: str  # "<feature set>/<entity>"
+    rows: int
+    version: str  # the shipped file's
+    written: int
+    kept: str | None = None  # another version, loaded since and current: left as it is
+
+    def line(self) -> str:
+        if self.kept is not None:
+            return (
+                f"{self.what}: version {self.kept}, loaded since, stays current; "
+                f"shipped version {self.version} not loaded"
+            )
+        return f"{self.what}: {self.rows:,} rows, version {self.version}, {self.written:,} written"
+
+
+def load_shipped(client: redis.Redis, repository: Path) -> list[Outcome]:
+    """Load every shipped feature file unless an operator's load has replaced it; raises
+    ``load.LoadError`` or ``redis.RedisError``."""
+    outcomes = []
     for feature_set, entity, path in shipped(repository):
-        report = load.load(client, feature_set, load.read_table(path, entity))
-        reports.append((f"{feature_set}/{entity.value}", report))
-    return reports
+        table = load.read_table(path, entity)
+        what = f"{feature_set}/{entity.value}"
+        current = load.text(client.get(keys.pointer(feature_set, entity)))
+        last = load.text(client.get(keys.shipped(feature_set, entity)))
+        if current is not None and current not in (last, table.version):
+            outcomes.append(Outcome(what, len(table.ids), table.version, 0, kept=current))
+            continue
+        report = load.load(client, feature_set, table)
+        client.set(keys.shipped(feature_set, entity), table.version)
+        outcomes.append(Outcome(what, report.count, report.version, report.written))
+    return outcomes

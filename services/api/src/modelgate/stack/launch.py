@@ -481,11 +481,11 @@ def load_ranking_features(config: StackConfig) -> None:
     ).redis_connection_url
     try:
         with redis.Redis.from_url(url, socket_timeout=30) as client:
-            reports = seed.load_shipped(client, config.model_repository)
+            outcomes = seed.load_shipped(client, config.model_repository)
     except (load.LoadError, redis.RedisError) as exc:
         raise StackError(f"ranking features: {exc}") from None
-    for what, r in reports:
-        print(f"  features    {what}: {r.count:,} rows, version {r.version}", flush=True)  # noqa: T201
+    for outcome in outcomes:
+        print(f"  features    {outcome.line()}", flush=True)  # noqa: T201
 
 
 def launch(
