@@ -16,9 +16,15 @@ from modelgate.inference.runtime import inference_executor, torch_thread_pool
 
 
 def _openmp() -> ctypes.CDLL:
-    """The OpenMP runtime torch loaded (libgomp in the CPU wheel)."""
+    """The OpenMP runtime torch loaded (libgomp in the CPU wheel): from torch's own
+    libraries, as another package (scikit-learn) may have loaded a libgomp of its own."""
+    torch_libs = str(Path(torch.__file__).parent)
     maps = Path(f"/proc/{os.getpid()}/maps").read_text().split()
-    found = [p for p in maps if "libgomp" in Path(p).name or "libiomp" in Path(p).name]
+    found = [
+        p
+        for p in maps
+        if ("libgomp" in Path(p).name or "libiomp" in Path(p).name) and p.startswith(torch_libs)
+    ]
     if not found:
         pytest.skip("this torch build uses no OpenMP runtime")
     return ctypes.CDLL(found[0])

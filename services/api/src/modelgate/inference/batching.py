@@ -110,7 +110,8 @@ class Batcher:
     # Tracing (tracing.py): None when off; the model's attributes for the batch's spans.
     tracing: Tracing | None = None
     trace_attributes: dict[str, Any] = field(default_factory=dict)
-    # Recent tensor calls (exponential averages): their duration and their rows.
+    # Recent tensor calls (exponential averages): their cost to the event loop (see
+    # _run) and their rows.
     _call_s: float | None = None
     _call_rows: float = 1.0
     _running: int = 0  # requests in the batch being run
@@ -211,7 +212,11 @@ class Batcher:
             return
         finally:
             self._running = 0
-        self._learn(size, cpu_s)
+        # What running inline costs the loop: measured as wall time where it ran inline;
+        # in the thread as CPU time (the wall time there also counts waits for the GIL and
+        # a core, _timed says). With several intra-op threads the CPU time of the calling
+        # thread undercounts, which the next inline call's wall time then corrects.
+        self._learn(size, seconds if inline else cpu_s)
         batch_s = time.perf_counter() - started
         if self.on_batch is not None:
             waits = [begun - p.enqueued_at for p in batch]
@@ -267,11 +272,12 @@ def _timed(
     """``run(rows)``, how long it took, and the CPU time it took, measured where it runs
     (not the hand-off).
 
-    The inline estimate learns from the CPU time: the wall time in the inference thread
+    The inline estimate learns from the CPU time of a call in the thread: its wall time
     also counts waiting for the GIL (torch gives it up during the call and must take it
     back from a busy event loop, up to the 5 ms switch interval each time) and for a core.
-    A 21 µs ranking call measured 25 ms of wall time there under S6, which kept every
-    call off the event loop for good: the estimate only saw the thread's waits."""
+    Under S6 a 21 µs ranking call took 25 ms of wall time there (with OpenMP's stalls,
+    runtime.torch_thread_pool), and learning from that kept every later call off the
+    event loop: the estimate saw only the thread's waits."""
     started, cpu = time.perf_counter(), time.thread_time()
     out = run(rows)
     return out, time.perf_counter() - started, time.thread_time() - cpu
