@@ -114,6 +114,8 @@ def main() -> int:
                     for side in ("A", "B")
                 ]
             )
+    # Written first: the measurements outlive any trouble in the summary below.
+    args.out.write_text(json.dumps([vars(r) for r in b.results], indent=1) + "\n")
     results = {r.server: r for r in b.results}
     lines = []
     for name, a in results.items():
@@ -121,14 +123,15 @@ def main() -> int:
             label, other = name[2:], results["B " + name[2:]]
             # Round i of A and of B ran back to back: their ratio cancels what the
             # machine did over minutes, which the medians of each side do not.
-            paired = [y / x for x, y in zip(a.rounds, other.rounds, strict=True)]
-            geo = math.exp(statistics.fmean(math.log(r) for r in paired))
+            # A round that served nothing (a crashed server) has no ratio: left out.
+            paired = [y / x for x, y in zip(a.rounds, other.rounds, strict=True) if x and y]
+            geo = math.exp(statistics.fmean(math.log(r) for r in paired)) if paired else 0.0
             lines.append(
                 f"{label:<34} A {a.rps:>8.0f}/s  B {other.rps:>8.0f}/s  B/A "
-                f"{other.rps / a.rps:.3f}  paired {geo:.3f} [{min(paired):.2f}–"
-                f"{max(paired):.2f}]  rounds A {a.rounds} B {other.rounds}"
+                f"{other.rps / a.rps if a.rps else 0:.3f}  paired {geo:.3f} "
+                f"[{min(paired, default=0):.2f}–{max(paired, default=0):.2f}]  "
+                f"rounds A {a.rounds} B {other.rounds}"
             )
-    args.out.write_text(json.dumps([vars(r) for r in b.results], indent=1) + "\n")
     print("\n".join(lines))
     return 0
 
