@@ -592,7 +592,10 @@ def test_f10_overload(stack: FaultStack, row: Row, durations: Durations) -> None
 
 def test_f11_slowloris(stack: FaultStack, row: Row) -> None:
     """F11 300 slowloris connections alongside normal load"""
-    rate = max(50.0, CAPACITY.get("req/s", 400) / 4)
+    # A quarter of capacity, at most 250 req/s: the load and the 300 slow connections are
+    # Python processes on the stack's own cores, and at a quarter of a fast stack's
+    # capacity (~1,000 req/s) their CPU moved the p99 more than the slow connections did.
+    rate = min(max(50.0, CAPACITY.get("req/s", 400) / 4), 250.0)
     run = Run(stack, row, connections=8, rate=rate).start()
     hold(15)
     run.mark("during")
@@ -620,7 +623,9 @@ def test_f11_slowloris(stack: FaultStack, row: Row) -> None:
     # Each was closed by client_header_timeout (10 s) and opened again: 300 at first,
     # then about one more round of 300 in 25 s.
     assert opened >= 600 and closed >= opened - 300, (opened, closed)
-    assert during <= 1.5 * without, (without, during)
+    # Relative, with 2 ms of slack: a p99 of a few ms moves by that much between 15-s
+    # windows with nothing changed (4.0 → 6.1 ms in one fresh-clone run).
+    assert during <= 1.5 * without + 2.0, (without, during)
     run.check_counts()
     run.check_log()
 
