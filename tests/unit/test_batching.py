@@ -6,6 +6,7 @@ import asyncio
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -162,9 +163,16 @@ def test_a_lone_request_does_not_wait_for_company_that_cannot_come() -> None:
     assert asyncio.run(one_request(in_flight=2)) >= 0.3
 
 
-def run_batches(model_seconds: float, inline_below_s: float, calls: int) -> list[bool]:
+def spin(seconds: float) -> None:
+    """Compute for ``seconds`` of CPU time, as the batcher measures a call in the thread."""
+    deadline = time.thread_time() + seconds
+    while time.thread_time() < deadline:
+        pass
+
+
+def run_on(work: Callable[[bool], None], inline_below_s: float, calls: int) -> list[bool]:
     """For each of ``calls`` one-request batches: whether the model ran on the loop's
-    thread (inline) rather than the inference thread."""
+    thread (inline) rather than the inference thread. The model calls ``work(inline)``."""
     on_loop_thread: list[bool] = []
 
     async def scenario() -> None:
@@ -172,9 +180,7 @@ def run_batches(model_seconds: float, inline_below_s: float, calls: int) -> list
 
         def model(x: np.ndarray) -> np.ndarray:
             on_loop_thread.append(threading.get_ident() == loop_thread)
-            deadline = time.thread_time() + model_seconds  # CPU, as the batcher measures
-            while time.thread_time() < deadline:
-                pass
+            work(on_loop_thread[-1])
             return x[:, 0]
 
         with ThreadPoolExecutor(1) as ex:
@@ -189,6 +195,11 @@ def run_batches(model_seconds: float, inline_below_s: float, calls: int) -> list
 
     asyncio.run(scenario())
     return on_loop_thread
+
+
+def run_batches(model_seconds: float, inline_below_s: float, calls: int) -> list[bool]:
+    """``run_on`` with a model that computes for ``model_seconds`` each call."""
+    return run_on(lambda _: spin(model_seconds), inline_below_s, calls)
 
 
 def test_quick_calls_run_on_the_loop_once_measured() -> None:
@@ -208,48 +219,17 @@ def test_waiting_in_the_thread_is_not_counted_as_the_calls_cost() -> None:
     """A call that waits in the inference thread (there: for the GIL, held by a busy
     event loop, or for a core) costs the loop nothing when run inline; only its CPU time
     counts. Counted as wall time, it kept every later call in the thread."""
-    on_loop_thread: list[bool] = []
 
-    async def scenario() -> None:
-        loop_thread = threading.get_ident()
+    def work(inline: bool) -> None:
+        if not inline:
+            time.sleep(0.01)  # waiting, not computing
 
-        def model(x: np.ndarray) -> np.ndarray:
-            on_loop_thread.append(threading.get_ident() == loop_thread)
-            if not on_loop_thread[-1]:
-                time.sleep(0.01)  # waiting, not computing
-            return x[:, 0]
-
-        with ThreadPoolExecutor(1) as ex:
-            b = Batcher(model, ex, 8, 0.0, 100, inline_below_s=0.002)
-            for _ in range(3):
-                await b.submit(np.zeros((1, 1), np.float32))
-            await b.close()
-
-    asyncio.run(scenario())
-    assert on_loop_thread == [False, True, True]
+    assert run_on(work, inline_below_s=0.002, calls=3) == [False, True, True]
 
 
 def test_a_call_slower_than_expected_sends_the_next_back_to_the_thread() -> None:
     durations = iter([0.0, 0.0, 0.004] + [0.0] * 9)
-    on_loop_thread: list[bool] = []
-
-    async def scenario() -> None:
-        loop_thread = threading.get_ident()
-
-        def model(x: np.ndarray) -> np.ndarray:
-            on_loop_thread.append(threading.get_ident() == loop_thread)
-            deadline = time.thread_time() + next(durations)
-            while time.thread_time() < deadline:
-                pass
-            return x[:, 0]
-
-        with ThreadPoolExecutor(1) as ex:
-            b = Batcher(model, ex, 8, 0.0, 100, inline_below_s=0.002)
-            for _ in range(12):
-                await b.submit(np.zeros((1, 1), np.float32))
-            await b.close()
-
-    asyncio.run(scenario())
+    on_loop_thread = run_on(lambda _: spin(next(durations)), inline_below_s=0.002, calls=12)
     # thread (first), loop, loop (slow: 4 ms); then the thread until quick calls there
     # bring the average back under the threshold, and the loop again.
     assert on_loop_thread[:4] == [False, True, True, False]
