@@ -73,6 +73,6 @@ def shipped(feature_set: str, entity: Entity) -> str:
 
 
 def staging(feature_set: str, entity: Entity, version: str, token: str) -> str:
-    if not re.fullmatch(r"[0-9a-f]{16}", token):
-        raise ValueError(f"staging token {token!r} must be 16 hex digits")
+    if not VERSION.fullmatch(token):  # the same shape as a version: 16 hex digits
+        raise ValueError(f"staging token {token!r} must match {VERSION.pattern}")
     return f"{table(feature_set, entity, version)}:staging:{token}"
